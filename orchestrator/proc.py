@@ -1,0 +1,172 @@
+"""Child processes that never outlive the orchestrator.
+
+Every child is started in its own session/process group and registered; on
+normal exit, exceptions, SIGTERM and SIGINT the whole group is ended
+(SIGTERM, a grace period, then SIGKILL).  Commands are argument lists, never
+shell strings built from user data.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+_live: dict[int, subprocess.Popen] = {}
+_live_lock = threading.Lock()
+_handlers_installed = False
+
+
+def _kill_group(pid: int, grace: float = 3.0) -> None:
+    """SIGTERM the process group, wait up to `grace` s, then SIGKILL it."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        # Reap the leader if it is ours so killpg(0) stops seeing a zombie.
+        with _live_lock:
+            proc = _live.get(pid)
+        if proc is not None and proc.poll() is not None:
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def end_all() -> None:
+    """End every registered child process group (idempotent)."""
+    with _live_lock:
+        procs = list(_live.values())
+        _live.clear()
+    for proc in procs:
+        _kill_group(proc.pid)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def register(proc: subprocess.Popen) -> None:
+    install_signal_handlers()
+    with _live_lock:
+        _live[proc.pid] = proc
+
+
+def unregister(proc: subprocess.Popen) -> None:
+    with _live_lock:
+        _live.pop(proc.pid, None)
+
+
+def _on_signal(signum: int, _frame) -> None:
+    end_all()
+    # Re-raise as the conventional exception/exit so callers unwind and write
+    # what they have (partial results) on the way out.
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    global _handlers_installed
+    if _handlers_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _handlers_installed = True
+    atexit.register(end_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+
+
+def popen(argv: Sequence[str | os.PathLike], **kwargs) -> subprocess.Popen:
+    """Start argv in a new session (own process group) and register it."""
+    kwargs.setdefault("start_new_session", True)
+    proc = subprocess.Popen([os.fspath(a) for a in argv], **kwargs)
+    register(proc)
+    return proc
+
+
+@contextmanager
+def managed(argv: Sequence[str | os.PathLike], **kwargs) -> Iterator[subprocess.Popen]:
+    """Popen whose process group is ended when the block exits, whatever happens."""
+    proc = popen(argv, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+        else:
+            # The leader is gone; grandchildren may still hold the group.
+            _kill_group(proc.pid, grace=1.0)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        unregister(proc)
+
+
+def run(
+    argv: Sequence[str | os.PathLike],
+    *,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run to completion, capturing text output; the group is ended on timeout."""
+    with managed(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    ) as proc:
+        out, err = proc.communicate(input=input_text, timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def stream(
+    argv: Sequence[str | os.PathLike],
+    *,
+    on_line: Callable[[str], None],
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Run, calling on_line for every output line (stdout+stderr merged)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with managed(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(proc.args, timeout or 0)
+        return proc.wait()
