@@ -46,7 +46,8 @@ def git(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> str
     """Run git in repo with the fixed identity; return stdout."""
     res = proc.run(["git", "-C", str(repo), *args], env=git_env(), timeout=timeout)
     if check and res.returncode != 0:
-        raise UserError(f"git {' '.join(args[:3])} failed in {repo}: {res.stderr.strip()[-2000:]}")
+        detail = (res.stderr.strip() or res.stdout.strip())[-2000:]
+        raise UserError(f"git {' '.join(args[:3])} failed (exit {res.returncode}) in {repo}: {detail}")
     return res.stdout
 
 
@@ -181,7 +182,8 @@ def _unpack_to_repo(tarball: Path, root: Path, repo: Path) -> None:
         git(top, "init", "-q")
         git(top, "config", "core.autocrlf", "false")
         git(top, "config", "gc.auto", "0")
-        git(top, "add", "-A", timeout=1800)
+        # -f: Debian's tarball ships a .gitignore that ignores "/*" (its packaging rule).
+        git(top, "add", "-A", "-f", timeout=1800)
         git(top, "commit", "-q", "--no-verify", "-m", f"base: {tarball.name}", timeout=1800)
         top.rename(repo)
 

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real Debian kernel source, prepared once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.source import DEFAULT_TARBALL, PreparedSource, SourceSpec, prepare
+
+REFERENCE_V4 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mglru-secondary-mmu-v4"
+
+
+@pytest.fixture(scope="session")
+def kernel_source() -> PreparedSource:
+    if not DEFAULT_TARBALL.is_file():
+        pytest.skip(f"{DEFAULT_TARBALL} missing: run ./scripts/bootstrap as root")
+    return prepare(SourceSpec.parse(None))
+
+
+@pytest.fixture(scope="session")
+def v4_dir() -> Path:
+    if not REFERENCE_V4.is_dir():
+        pytest.skip(f"{REFERENCE_V4} missing (shared/ must sit beside the checkout)")
+    return REFERENCE_V4
