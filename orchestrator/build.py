@@ -39,6 +39,8 @@ REPRO_ENV = {
 
 _COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|CPP|HOSTCC|OBJCOPY|GZIP|LDS|KSYMS|GEN|SYSMAP)\s+(\S+)")
 _ERROR_LINE = re.compile(r"(: (fatal )?error: )|(^make(\[\d+\])?: \*\*\*)|(undefined reference to)")
+# The kernel passes -fdiagnostics-color=always; logs and parsers want plain text.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _WARNING_LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): warning: (?P<msg>.*)$")
 
 
@@ -156,6 +158,7 @@ def run_make(
         log.write("$ " + " ".join(argv) + "\n")
 
         def on_line(line: str) -> None:
+            line = _ANSI.sub("", line)
             lines.append(line)
             log.write(line + "\n")
             if m := _COMPILE_LINE.match(line):

@@ -40,8 +40,8 @@ def test_truncated_metadata_means_incomplete(tmp_path: Path):
     assert valid_cached(out) is None
 
 
-# Lines captured from a real failing arm64 build of 6.12 (a patch that
-# referenced an undeclared variable in arch/arm64/kvm/mmu.c).
+# gcc 12 error output in the form make prints it.  The real thing is
+# exercised end to end by tests/test_faults_build.py (a patch that breaks the build).
 REAL_FAILURE = """\
   CC      arch/arm64/kvm/mmu.o
 ../arch/arm64/kvm/mmu.c: In function 'kvm_age_gfn':
