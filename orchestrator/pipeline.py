@@ -118,8 +118,22 @@ def build_variant(req: BuildRequest) -> VariantBuild:
             provenance["apply"] = [dataclasses.asdict(r) | {"patch": r.patch.name} for r in applied.results]
         kernel = build_kernel(source, tree_id, config_set, tc, label=label, provenance=provenance,
                               jobs=req.jobs, progress=progress)
-        tests = build_selftests(source, tree_id, tc, progress=Progress(f"selftests {label}")) if req.selftests else None
+        tests = None
+        if req.selftests:
+            tests = build_selftests(source, selftests_content_id(source, tree_id), tc, progress=Progress(f"selftests {label}"))
     return VariantBuild(label, source, applied, kernel, tests, per_patch)
+
+
+# What the KVM selftests are built from: a kernel-only series leaves these
+# trees alone, so its variants share one selftests build.
+SELFTEST_INPUTS = ("tools", "include/uapi", "arch/arm64/include/uapi", "scripts", "Makefile")
+
+
+def selftests_content_id(source: PreparedSource, tree_id: str) -> str:
+    if source.in_place:
+        return tree_id
+    ids = git(source.repo, "rev-parse", *[f"{tree_id}:{p}" for p in SELFTEST_INPUTS]).split()
+    return "trees:" + ",".join(ids)
 
 
 def _build_prefixes(source, series: Series, config_set, tc, req: BuildRequest, progress: Progress) -> list[PatchBuild]:

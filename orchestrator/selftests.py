@@ -47,10 +47,11 @@ def _valid(out_dir: Path) -> dict | None:
     return meta
 
 
-def build_selftests(source: PreparedSource, tree_id: str, tc: Toolchain, *, progress: Progress | None = None) -> SelftestsBuild:
-    """Build with the source lock held and the tree checked out at tree_id."""
+def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, progress: Progress | None = None) -> SelftestsBuild:
+    """Build with the source lock held and the tree checked out; content_id
+    identifies what the selftests are built from (see pipeline.selftests_content_id)."""
     progress = progress or Progress("selftests")
-    key = sha256_text(RECIPE_VERSION, source.key, tree_id, tc.describe())[:32]
+    key = sha256_text(RECIPE_VERSION, source.key, content_id, tc.describe())[:32]
     out_dir = cache_dir("selftests", key)
     if meta := _valid(out_dir):
         progress.done(f"cache hit -> {out_dir}")
@@ -85,7 +86,7 @@ def build_selftests(source: PreparedSource, tree_id: str, tc: Toolchain, *, prog
                 from .build import first_errors
                 raise BuildFailed(f"KVM selftests build failed (exit {rc})", first_errors(lines), str(log_path))
     digests = {n: sha256_file(out_dir / n) for n in WANTED}
-    meta = {"key": key, "source": source.identity, "tree_id": tree_id, "toolchain": tc.describe(),
+    meta = {"key": key, "source": source.identity, "content_id": content_id, "toolchain": tc.describe(),
             "headers": str(hdrs / "usr/include"), "binaries_sha256": digests,
             "duration_s": round(time.monotonic() - t0, 2)}
     (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,114 @@
+"""Workload definitions (workloads/*.yaml) and their output parsers.
+
+A workload is data: the guest program, its argument template, typed
+parameters with defaults, a time limit and the tracepoint set to enable.
+Values from YAML only ever reach the guest as shell-quoted arguments.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .paths import PROJECT_ROOT, safe_name
+
+WORKLOADS_DIR = PROJECT_ROOT / "workloads"
+GUEST_PREFIX = "/opt/orch"  # where the image puts selftests/ and workloads/
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    pattern: str
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    program: str  # relative to GUEST_PREFIX
+    args: tuple[str, ...]
+    params: dict[str, ParamSpec]
+    timeout_s: int
+    tracepoints: str | None
+    output: str
+    path: Path
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, str]:
+        unknown = set(given) - set(self.params)
+        if unknown:
+            raise UserError(f"workload {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}",
+                            hint=f"parameters of {self.path}: {', '.join(self.params)}")
+        out = {}
+        for name, spec in self.params.items():
+            value = str(given.get(name, spec.default))
+            if not re.fullmatch(spec.pattern, value):
+                raise UserError(f"workload {self.name}: parameter {name}={value!r} does not match {spec.pattern}",
+                                hint=spec.help or f"see {self.path}")
+            out[name] = value
+        return out
+
+    def argv(self, given: dict[str, Any]) -> list[str]:
+        values = self.resolve_params(given)
+        return [f"{GUEST_PREFIX}/{self.program}", *(a.format(**values) for a in self.args)]
+
+    def command(self, given: dict[str, Any]) -> str:
+        """Guest shell command: every element quoted."""
+        return shlex.join(self.argv(given))
+
+
+def load_workload(name: str) -> Workload:
+    safe_name(name, what="workload name")
+    path = WORKLOADS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml")))
+        raise UserError(f"unknown workload {name!r}", hint=f"known workloads: {known}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping")
+    for key in ("program", "args", "timeout_s"):
+        if key not in data:
+            raise UserError(f"{path}: missing key {key!r}")
+    params = {}
+    for pname, spec in (data.get("params") or {}).items():
+        if not isinstance(spec, dict) or "default" not in spec or "pattern" not in spec:
+            raise UserError(f"{path}: params.{pname} needs default and pattern")
+        params[pname] = ParamSpec(pname, spec["default"], spec["pattern"], spec.get("help", ""))
+    return Workload(name, data.get("description", ""), data["program"], tuple(str(a) for a in data["args"]),
+                    params, int(data["timeout_s"]), data.get("tracepoints"), data.get("output", "none"), path)
+
+
+_PHASE = re.compile(r"^(?P<phase>[A-Za-z][A-Za-z0-9 /_-]*?)\s*:\s*(?P<sec>\d+\.\d+)s\s*$")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def parse_phase_timings(output: str) -> dict[str, float]:
+    """`<phase> : <seconds>s` lines (access_tracking_perf_test and friends).
+
+    A phase that repeats gets _2, _3 ... suffixes; totals per phase name too.
+    """
+    metrics: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for line in output.splitlines():
+        m = _PHASE.match(line.strip())
+        if not m:
+            continue
+        name = slug(m["phase"])
+        seen[name] = seen.get(name, 0) + 1
+        key = f"phase.{name}_s" if seen[name] == 1 else f"phase.{name}_{seen[name]}_s"
+        metrics[key] = float(m["sec"])
+        metrics[f"phase.{name}_total_s"] = round(metrics.get(f"phase.{name}_total_s", 0.0) + float(m["sec"]), 9)
+    return metrics
