@@ -93,6 +93,114 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/N, e.g. 1/3") from None
+    return i, n
+
+
+def cmd_run_matrix(args: argparse.Namespace) -> int:
+    from .matrix import load_matrix, shard
+    from .runner import RunOptions, default_jobs, run_cells
+    matrix = load_matrix(args.matrix)
+    cells = matrix.cells
+    if sh := _parse_shard(args.shard):
+        cells = shard(cells, *sh)
+    if args.only:
+        known = {c.key for c in cells}
+        unknown = [k for k in args.only if k not in known]
+        if unknown:
+            raise UserError(f"--only: no cell {unknown[0]!r} in {matrix.path}", hint="list cells with --list")
+        cells = [c for c in cells if c.key in set(args.only)]
+    if args.list:
+        if args.format == "json":
+            print(json.dumps({"matrix": matrix.name, "shard": args.shard, "cells": [c.to_json() for c in cells]}, indent=1))
+        else:
+            for c in cells:
+                print(c.key)
+        return EXIT_OK
+    results = args.results or Path("results") / matrix.name
+    opts = RunOptions(results_dir=results.resolve(), matrix_arg=args.matrix or "default", resume=args.resume,
+                      jobs=args.jobs or default_jobs())
+    return run_cells(matrix, cells, opts)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .junit import write_junit
+    from .matrix import Matrix
+    from .report import write_reports
+    from .results import CellRecord
+    records = []
+    seen: set[str] = set()
+    name, compare = "merged", []
+    for d in args.dirs:
+        meta_path = d / "matrix.json"
+        if not meta_path.is_file():
+            raise UserError(f"{d} has no matrix.json: not a run-matrix results directory")
+        meta = json.loads(meta_path.read_text())
+        name = meta.get("name", name)
+        compare = [tuple(p) for p in meta.get("compare", [])] or compare
+        for cell_dir in sorted((d / "cells").glob("*")):
+            rec = CellRecord.load(cell_dir)
+            if rec is None or rec.key in seen:
+                continue
+            seen.add(rec.key)
+            records.append((rec, cell_dir))
+    args.out.mkdir(parents=True, exist_ok=True)
+    matrix = Matrix(Path("merged"), name, None, Path("."), [], compare)
+    write_junit(records, args.out / "junit.xml")
+    write_reports(matrix, records, args.out)
+    print(f"merged {len(records)} cell(s) from {len(args.dirs)} dir(s) into {args.out}")
+    failed = any(r.status != "passed" for r, _ in records)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from .guest import start_guest
+    from .guestshell import GuestShell
+    from .machine import shape_by_name
+    from .nested_kvm import check_nested_kvm
+    from .pipeline import BuildRequest, SeriesDidNotApply, build_variant
+    from .runner import SELFTEST_GUEST_DIR
+    req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set, jobs=args.jobs)
+    try:
+        vb = build_variant(req)
+    except SeriesDidNotApply as exc:
+        print(exc.result.report())
+        return EXIT_FAIL
+    except BuildFailed as exc:
+        print(f"BUILD FAILED: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    shape = shape_by_name(args.machine)
+    extra = {f"{SELFTEST_GUEST_DIR}/{p.name}": p for p in (vb.selftests.out_dir.iterdir() if vb.selftests else [])
+             if p.is_file() and p.name != "metadata.json" and not p.name.endswith((".log", ".json"))}
+    workdir = args.workdir or Path("results") / "boot" / vb.variant
+    with start_guest(shape, vb.kernel.image, workdir=workdir.resolve(), extra=extra, cmdline_extra=args.append or "") as g:
+        argv = (workdir / "qemu-argv.txt").read_text().split("\n") if (workdir / "qemu-argv.txt").exists() else []
+        import shlex
+        print("QEMU: " + shlex.join([a for a in argv if a]), file=sys.stderr)
+        print(f"console log: {workdir / 'console.log'}", file=sys.stderr)
+        shell = GuestShell(g.console, g.ssh)
+        if args.check_kvm:
+            kvm = check_nested_kvm(lambda c: shell.run(c, timeout=120))
+            print(f"nested KVM: {'ok' if kvm.ok else 'FAILED'} mode={kvm.mode} {kvm.reason}", file=sys.stderr)
+            if not kvm.ok:
+                return EXIT_FAIL
+        if args.shell:
+            print("attached to the guest console; exit the shell or press Ctrl-] to stop", file=sys.stderr)
+            g.console.interact()
+            return EXIT_OK
+        if args.exec:
+            status, out = shell.run(args.exec, timeout=args.timeout)
+            sys.stdout.write(out)
+            return status
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -113,6 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("series", type=Path)
     p.add_argument("--source")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("boot", help="build if needed, boot under QEMU at EL2, run a command or attach a shell")
+    _add_build_args(p)
+    p.add_argument("--machine", default="default", help="machine shape (machines/*.yaml)")
+    p.add_argument("--exec", help="run this command in the guest and exit with its status")
+    p.add_argument("--shell", action="store_true", help="attach your terminal to the guest console")
+    p.add_argument("--check-kvm", action="store_true", help="verify nested KVM before running anything")
+    p.add_argument("--append", help="extra kernel command line")
+    p.add_argument("--timeout", type=float, default=600.0, help="--exec time limit in seconds")
+    p.add_argument("--workdir", type=Path, help="where the console log goes (default results/boot/VARIANT)")
+    p.set_defaults(func=cmd_boot)
+
+    p = sub.add_parser("run-matrix", help="run a matrix of variants x machines x workloads (./run-matrix)")
+    p.add_argument("--matrix", help="matrix name (matrices/NAME.yaml) or path; default: default")
+    p.add_argument("--list", action="store_true", help="print the cells and exit")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--shard", help="run shard i of N (i/N), deterministic and balanced")
+    p.add_argument("--only", action="append", help="run only this cell key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="skip cells whose inputs and results are already present")
+    p.add_argument("--results", type=Path, help="results directory (default results/MATRIX)")
+    p.add_argument("-j", "--jobs", type=int, help="cells at once (default from cores and memory)")
+    p.set_defaults(func=cmd_run_matrix)
+
+    p = sub.add_parser("merge", help="combine shard results into one JUnit + report")
+    p.add_argument("dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_merge)
     return ap
 
 

@@ -22,7 +22,7 @@ _live_lock = threading.Lock()
 _handlers_installed = False
 
 
-def _kill_group(pid: int, grace: float = 3.0) -> None:
+def kill_group(pid: int, grace: float = 3.0) -> None:
     """SIGTERM the process group, wait up to `grace` s, then SIGKILL it."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -55,7 +55,7 @@ def end_all() -> None:
         procs = list(_live.values())
         _live.clear()
     for proc in procs:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -109,10 +109,10 @@ def managed(argv: Sequence[str | os.PathLike], **kwargs) -> Iterator[subprocess.
         yield proc
     finally:
         if proc.poll() is None:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         else:
             # The leader is gone; grandchildren may still hold the group.
-            _kill_group(proc.pid, grace=1.0)
+            kill_group(proc.pid, grace=1.0)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -22,3 +22,18 @@ def v4_dir() -> Path:
     if not REFERENCE_V4.is_dir():
         pytest.skip(f"{REFERENCE_V4} missing (shared/ must sit beside the checkout)")
     return REFERENCE_V4
+
+
+@pytest.fixture(scope="session")
+def baseline_build(kernel_source):
+    """The project's baseline kernel + selftests, built by the pipeline (cached)."""
+    from orchestrator.paths import PATCHES_DIR
+    from orchestrator.pipeline import BuildRequest, build_variant
+    return build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline"))
+
+
+@pytest.fixture(scope="session")
+def v4_fixed_build(baseline_build):
+    from orchestrator.paths import PATCHES_DIR
+    from orchestrator.pipeline import BuildRequest, build_variant
+    return build_variant(BuildRequest(series=PATCHES_DIR, variant="v4-fixed"))

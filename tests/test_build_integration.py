@@ -37,13 +37,13 @@ def is_static_aarch64_elf(path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def baseline(kernel_source):
-    return build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline"))
+def baseline(baseline_build):
+    return baseline_build
 
 
 @pytest.fixture(scope="module")
-def v4_fixed(baseline):
-    return build_variant(BuildRequest(series=PATCHES_DIR, variant="v4-fixed"))
+def v4_fixed(v4_fixed_build):
+    return v4_fixed_build
 
 
 def test_baseline_builds_an_arm64_image(baseline):

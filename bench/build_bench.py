@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Build benchmark: the orchestrator vs tuxmake (+ ccache) on the same config and variants.
+
+Measured in one run on one machine, so the ratios compare like with like:
+  ours  cold       baseline in an empty cache (fresh objdir, empty ccache)
+  ours  hit        the same request again
+  ours  variant    v4 right after baseline (shared objdir: only touched files rebuild)
+  tux   cold       tuxmake baseline, fresh build dir, empty ccache
+  tux   variant    tuxmake v4 in a fresh build dir with the ccache warm from its baseline
+Both use the final .config our pipeline produced (tuxmake --kconfig PATH).
+Usage: bench/build_bench.py   (two cold builds: ~20 min on 2 cores; run on an idle machine)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(argv: list[str], env: dict, cwd: Path | None = None) -> float:
+    t0 = time.monotonic()
+    res = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        sys.exit(f"failed: {' '.join(argv)}\n{res.stderr[-3000:]}")
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "build_results.json")
+    args = ap.parse_args()
+    if shutil.which("tuxmake") is None:
+        sys.exit("tuxmake not installed: pip install tuxmake")
+    scratch = Path(tempfile.mkdtemp(prefix="build-bench-"))
+    env = dict(os.environ, XDG_CACHE_HOME=str(scratch / "cache"))
+    orch = [sys.executable, "-m", "orchestrator.cli", "build", "--series", str(ROOT / "patches"), "--no-selftests"]
+    results: dict[str, float] = {}
+    # Same source for both tools: our prepared base commit, exported per variant.
+    results["ours_cold_baseline_s"] = timed(orch + ["--variant", "baseline"], env)
+    results["ours_hit_baseline_s"] = timed(orch + ["--variant", "baseline"], env)
+    results["ours_variant_v4_after_baseline_s"] = timed(orch + ["--variant", "v4"], env)
+
+    sys.path.insert(0, str(ROOT))
+    os.environ["XDG_CACHE_HOME"] = env["XDG_CACHE_HOME"]
+    from orchestrator.source import SourceSpec, git, prepare
+    src = prepare(SourceSpec.parse(None))
+    trees = {}
+    for variant in ("baseline", "v4"):
+        tree = scratch / f"tree-{variant}"
+        subprocess.run(["git", "clone", "-q", "--shared", str(src.repo), str(tree)], check=True)
+        ref = src.base_commit if variant == "baseline" else git(src.repo, "rev-parse", "HEAD").strip()
+        subprocess.run(["git", "-C", str(tree), "checkout", "-q", ref], check=True)
+        trees[variant] = tree
+    config = next((scratch / "cache").glob("arm64-orchestrator/builds/out/*/.config"))
+    tux_env = dict(env, CCACHE_DIR=str(scratch / "tux-ccache"))
+    tux = ["tuxmake", "--runtime", "null", "--wrapper", "ccache", "--target-arch", "arm64",
+           "--toolchain", "gcc", "--kconfig", str(config), "kernel"]
+    results["tux_cold_baseline_s"] = timed(tux + ["-C", str(trees["baseline"]), "-b", str(scratch / "tb1"), "-o", str(scratch / "to1")], tux_env)
+    results["tux_variant_v4_warm_ccache_s"] = timed(tux + ["-C", str(trees["v4"]), "-b", str(scratch / "tb2"), "-o", str(scratch / "to2")], tux_env)
+    r = results
+    if "tux_cold_baseline_s" in r:
+        r["ratio_cold"] = r["ours_cold_baseline_s"] / r["tux_cold_baseline_s"]
+    r["ratio_hit_vs_tux_variant"] = r["ours_hit_baseline_s"] / r["tux_variant_v4_warm_ccache_s"]
+    r["ratio_variant"] = r["ours_variant_v4_after_baseline_s"] / r["tux_variant_v4_warm_ccache_s"]
+    args.out.write_text(json.dumps(r, indent=2))
+    print(json.dumps(r, indent=2))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

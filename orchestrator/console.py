@@ -1,0 +1,429 @@
+"""QEMU on a pty: boot stages, panics, and commands over the serial console.
+
+GuestConsole starts QEMU (own session and process group, registered with
+orchestrator.proc), writes every console byte to a log file as it arrives,
+and follows the boot through named stages.  Failures are typed: BootFailure
+says which stage was reached, why it stopped (hang, panic, qemu-exit,
+timeout) and the last console lines.
+
+QEMU cannot outlive us: the context manager and proc's handlers end its
+process group; if our process is SIGKILLed, QEMU gets SIGKILL from the kernel
+(PR_SET_PDEATHSIG, set between fork and exec) and SIGHUP from its pty closing.
+
+Commands (run) use markers that the echoed command line cannot contain, so
+they work with or without tty echo, and the markers are still found when a
+kernel message lands in the middle of one.  Kernel messages printed while a
+command runs do end up in its output: use SSH for exact output, or boot with
+orch.printk=N to lower the console loglevel.
+"""
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pexpect
+
+from . import proc
+
+# (stage name, text that marks it), in boot order.
+STAGES: tuple[tuple[str, str], ...] = (
+    ("banner", "Booting Linux on physical CPU"),
+    ("init", "ORCH-INIT"),
+    ("ready", "ORCH-READY uptime="),
+)
+PANIC_START = "Kernel panic - not syncing"
+PANIC_END = "---[ end Kernel panic"
+# After a panic starts, keep reading this long for the rest of the report.
+PANIC_GRACE_S = 5.0
+LAST_LINES = 60
+# n_tty's canonical mode reads at most 4095 bytes a line.
+MAX_COMMAND_LINE = 3800
+_KMSG_FRAGMENT = re.compile(r"\[\s*\d+\.\d+\][^\n]*\n")
+_READY_RE = re.compile(r"ORCH-READY uptime=([0-9.]+)")
+
+PR_SET_PDEATHSIG = 1
+
+
+class ConsoleError(Exception):
+    """Base of the console's failures; carries the last console lines."""
+
+    def __init__(self, message: str, last_lines: Sequence[str] = (), log_path: Path | None = None):
+        super().__init__(message)
+        self.last_lines = list(last_lines)
+        self.log_path = log_path
+
+    def __str__(self) -> str:
+        tail = "\n".join(f"    | {line}" for line in self.last_lines[-15:])
+        where = f"\n  console log: {self.log_path}" if self.log_path else ""
+        return f"{self.args[0]}\n  last console lines:\n{tail}{where}"
+
+
+class BootFailure(ConsoleError):
+    """The guest did not reach the ready marker."""
+
+    def __init__(self, stage: str | None, reason: str, last_lines: Sequence[str],
+                 log_path: Path | None = None, detail: str = ""):
+        self.stage = stage  # last stage reached (None: not even the banner)
+        self.reason = reason  # "hang" | "panic" | "qemu-exit" | "timeout"
+        msg = f"boot failed ({reason}) after stage {stage or 'none'}"
+        super().__init__(msg + (f": {detail}" if detail else ""), last_lines, log_path)
+
+
+class GuestCrashed(ConsoleError):
+    """Panic or QEMU exit while running a command."""
+
+    def __init__(self, reason: str, last_lines: Sequence[str], log_path: Path | None = None):
+        self.reason = reason  # "panic" | "qemu-exit"
+        super().__init__(f"guest stopped while running a command ({reason})", last_lines, log_path)
+
+
+class CommandTimeout(ConsoleError):
+    def __init__(self, cmd: str, timeout: float, partial: str, last_lines: Sequence[str],
+                 log_path: Path | None = None):
+        self.cmd = cmd
+        self.partial_output = partial
+        super().__init__(f"command did not finish in {timeout:g} s: {cmd}", last_lines, log_path)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    output: str  # stdout+stderr as the console showed them, "\n" line ends
+    duration: float  # seconds, host clock, send to end marker
+
+
+@dataclass
+class BootInfo:
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> s since QEMU start
+    guest_uptime: float | None = None  # /proc/uptime at the ready marker
+
+
+# -- pure helpers (tested on captured logs) -----------------------------------
+
+def command_line(cmd: str, nonce: str) -> str:
+    """The line typed on the console for cmd.
+
+    `sh -c` turns syntax errors and `exit` into an exit status instead of
+    killing or confusing the console shell; stdin is /dev/null so the command
+    cannot eat what we type next.  printf splits the markers so the echo of
+    this line never contains "BEGIN-<nonce>" or "END-<nonce>-".
+    """
+    return (f"printf '%s-%s\\n' BEGIN {nonce}; sh -c {shlex.quote(cmd)} </dev/null 2>&1; "
+            f"printf 'END-%s-%d\\n' {nonce} $?\n")
+
+
+def parse_command_output(text: str, nonce: str) -> tuple[int, str] | None:
+    """(exit status, output) once both markers are in text, else None."""
+    pattern = re.compile(rf"BEGIN-{nonce}\r*\n(.*?)END-{nonce}-(\d+)\r*\n", re.S)
+    match = pattern.search(text)
+    if match is None:
+        # A kernel message may have split a marker: look again without them.
+        match = pattern.search(_KMSG_FRAGMENT.sub("", text.replace("\r", "")))
+    if match is None:
+        return None
+    return int(match.group(2)), re.sub(r"\r+\n", "\n", match.group(1))
+
+
+def scan_boot_log(text: str) -> tuple[list[str], bool]:
+    """Stages reached (in order) and whether a panic started, for a saved log."""
+    reached = [name for name, marker in STAGES if marker in text]
+    return reached, PANIC_START in text
+
+
+# -- the live console ---------------------------------------------------------
+
+# Looked up once here, not in the forked child (no dlopen between fork and exec).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: SIGKILL when the parent dies.
+
+    The kernel sends it when the forking *thread* exits, so start QEMU from
+    a thread that lives as long as the run (normally the main thread).
+    """
+    _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # parent died before prctl took effect
+        os._exit(1)
+
+
+class _SpawnHandle:
+    """What orchestrator.proc needs of a child (pid, poll, wait, args)."""
+
+    def __init__(self, child: pexpect.spawn, argv: Sequence[str]) -> None:
+        self.child = child
+        self.pid = child.pid
+        self.args = list(argv)
+
+    def poll(self) -> int | None:
+        """None while running; else the exit status, or -signal like Popen."""
+        if self.child.isalive():
+            return None
+        if self.child.exitstatus is not None:
+            return self.child.exitstatus
+        return -(self.child.signalstatus or 0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.02)
+        return status
+
+
+class GuestConsole:
+    """One QEMU run.  Use as a context manager: QEMU never survives the block."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None):
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self._env = env
+        self._child: pexpect.spawn | None = None
+        self._handle: _SpawnHandle | None = None
+        self._log = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lines: deque[str] = deque(maxlen=LAST_LINES)
+        self._partial = ""
+        self._pending = ""  # text not yet consumed by a command/boot wait
+        self._tail = ""  # end of previous chunk, for markers split across reads
+        self._panic_at: float | None = None
+        self._started = 0.0
+        self._last_output = 0.0
+        self._echo_off = False
+        self._closed = False
+        self.boot_info = BootInfo()
+        self.exit_status: int | None = None
+
+    # -- process lifetime -----------------------------------------------------
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb", buffering=0)
+        parent = os.getpid()
+        self._started = self._last_output = time.monotonic()
+        self._child = pexpect.spawn(
+            self.argv[0], self.argv[1:], timeout=None, maxread=65536, echo=False,
+            env=self._env, preexec_fn=lambda: _die_with_parent(parent),
+            dimensions=(50, 500),
+        )
+        self._child.logfile_read = self._log
+        self._handle = _SpawnHandle(self._child, self.argv)
+        proc.register(self._handle)  # type: ignore[arg-type]  # duck-typed Popen
+
+    @property
+    def alive(self) -> bool:
+        return self._child is not None and self._child.isalive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    def close(self) -> None:
+        """End QEMU's process group (SIGTERM, grace, SIGKILL); idempotent."""
+        if self._child is None or self._closed:
+            return
+        self._closed = True
+        assert self._handle is not None
+        # QEMU forks no helpers, so once it is reaped its group is empty (and
+        # its pid may be reused): signal the group only while it is alive.
+        if self._child.isalive():
+            proc.kill_group(self._child.pid)
+        try:
+            self.exit_status = self._handle.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        proc.unregister(self._handle)  # type: ignore[arg-type]
+        try:
+            self._child.close(force=True)
+        except Exception:  # already reaped / fd closed
+            pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def interact(self) -> None:
+        """Hand the console to the user's terminal until they press Ctrl-] or QEMU exits."""
+        if self._child is None:
+            raise ConsoleError("QEMU is not running")
+        self._child.logfile_read = None  # interact() copies output itself
+        try:
+            self._child.interact(escape_character=chr(29), output_filter=self._log_output)
+        finally:
+            if self._log is not None:
+                self._child.logfile_read = self._log
+
+    def _log_output(self, data: bytes) -> bytes:
+        if self._log is not None:
+            self._log.write(data)
+        return data
+
+    def __enter__(self) -> GuestConsole:
+        if self._child is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------
+    @property
+    def last_lines(self) -> list[str]:
+        return list(self._lines) + ([self._partial] if self._partial else [])
+
+    def _read(self, wait: float) -> bool:
+        """Read what is there (waiting up to `wait` s); False at EOF."""
+        assert self._child is not None
+        try:
+            data = self._child.read_nonblocking(65536, timeout=max(wait, 0.0))
+        except pexpect.TIMEOUT:
+            return True
+        except pexpect.EOF:
+            return False
+        text = self._decoder.decode(data)
+        if not text:
+            return True
+        self._last_output = time.monotonic()
+        self._pending += text
+        window = self._tail + text
+        self._tail = window[-256:]
+        if self._panic_at is None and PANIC_START in window:
+            self._panic_at = time.monotonic()
+        parts = (self._partial + text.replace("\r", "")).split("\n")
+        self._partial = parts.pop()
+        self._lines.extend(parts)
+        return True
+
+    def panic_line(self) -> str | None:
+        """The "Kernel panic - not syncing: ..." line, once one was seen."""
+        return next((ln.strip() for ln in self.last_lines if PANIC_START in ln), None)
+
+    def _panic_complete(self) -> bool:
+        return self._panic_at is not None and (
+            PANIC_END in self._tail or time.monotonic() - self._panic_at > PANIC_GRACE_S)
+
+    def _finish_exit(self) -> None:
+        """QEMU closed the pty: collect its exit status."""
+        assert self._handle is not None
+        try:
+            self.exit_status = self._handle.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    # -- booting ----------------------------------------------------------------
+    def wait_ready(self, *, silence: float = 90.0, overall: float = 300.0) -> BootInfo:
+        """Follow the boot to the ready marker, or raise BootFailure."""
+        deadline = self._started + overall
+        stage: str | None = None
+        scanned = 0  # offset in self._pending already searched for stages
+        while True:
+            # Search stages from a little before the new text (split markers).
+            chunk = self._pending[max(0, scanned - 64):]
+            for name, marker in STAGES:
+                if name not in self.boot_info.stages and marker in chunk:
+                    self.boot_info.stages[name] = time.monotonic() - self._started
+                    stage = name
+            scanned = len(self._pending)
+            if "ready" in self.boot_info.stages:
+                match = _READY_RE.search(self._pending)
+                self.boot_info.guest_uptime = float(match.group(1)) if match else None
+                # Keep only what follows the ready line for the command protocol.
+                self._pending = self._pending[match.end():] if match else ""
+                # A panic after the ready line surfaces in the next run().
+                return self.boot_info
+            if self._panic_at is not None:
+                # Let the rest of the panic report arrive, then fail.
+                while not self._panic_complete() and self._read(0.2):
+                    pass
+                raise BootFailure(stage, "panic", self.last_lines, self.log_path,
+                                  self.panic_line() or "")
+            now = time.monotonic()
+            if now > deadline:
+                raise BootFailure(stage, "timeout", self.last_lines, self.log_path,
+                                  f"no ready marker within {overall:g} s")
+            if now - self._last_output > silence:
+                raise BootFailure(stage, "hang", self.last_lines, self.log_path,
+                                  f"no console output for {silence:g} s")
+            if not self._read(min(0.5, deadline - now)):
+                self._finish_exit()
+                raise BootFailure(stage, "qemu-exit", self.last_lines, self.log_path,
+                                  f"QEMU exited with status {self.exit_status}")
+
+    def boot(self, *, silence: float = 90.0, overall: float = 300.0) -> BootInfo:
+        if self._child is None:
+            self.start()
+        return self.wait_ready(silence=silence, overall=overall)
+
+    # -- commands ---------------------------------------------------------------
+    def _send(self, text: str) -> None:
+        assert self._child is not None
+        self._child.send(text.encode())
+
+    def run(self, cmd: str, timeout: float = 60.0) -> CommandResult:
+        """Run cmd with /bin/sh in the guest; raises CommandTimeout/GuestCrashed."""
+        nonce = secrets.token_hex(6)
+        line = command_line(cmd, nonce)
+        if len(line.encode()) > MAX_COMMAND_LINE:
+            raise ValueError(f"command too long for the serial console ({len(line)} bytes); "
+                             "copy a script into the image or use SSH")
+        if not self._echo_off:
+            # Echo only adds noise (markers cannot match it): turn it off once,
+            # in the console shell itself (the command's stdin is /dev/null).
+            self._echo_off = True
+            line = "stty -echo 2>/dev/null; " + line
+        self._pending = ""
+        start = time.monotonic()
+        self._send(line)
+        while True:
+            parsed = parse_command_output(self._pending, nonce)
+            if parsed is not None:
+                status, output = parsed
+                end = self._pending.find(f"END-{nonce}-")
+                self._pending = self._pending[end:].split("\n", 1)[-1] if end >= 0 else ""
+                return CommandResult(status, output, time.monotonic() - start)
+            if self._panic_at is not None:
+                while not self._panic_complete() and self._read(0.2):
+                    pass
+                raise GuestCrashed("panic", self.last_lines, self.log_path)
+            remaining = start + timeout - time.monotonic()
+            if remaining <= 0:
+                partial = self._pending
+                self._interrupt()
+                raise CommandTimeout(cmd, timeout, partial, self.last_lines, self.log_path)
+            if not self._read(min(0.5, remaining)):
+                self._finish_exit()
+                raise GuestCrashed("qemu-exit", self.last_lines, self.log_path)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C the stuck command (the shell has a controlling tty: cttyhack)."""
+        self._send("\x03")
+        end = time.monotonic() + 2
+        while time.monotonic() < end and self._read(0.2):
+            pass
+        self._pending = ""
+
+    # -- stopping ---------------------------------------------------------------
+    def poweroff(self, deadline: float = 30.0) -> int | None:
+        """`poweroff -f` in the guest, wait for QEMU to exit, else kill it."""
+        if self.alive:
+            try:
+                self._send("poweroff -f\n")
+            except OSError:
+                pass
+            end = time.monotonic() + deadline
+            while time.monotonic() < end and self._read(min(0.5, end - time.monotonic())):
+                pass
+            if not self.alive:
+                self._finish_exit()
+        self.close()
+        return self.exit_status

@@ -1,0 +1,155 @@
+"""Run one workload in the guest with its collectors, fetch the raw evidence,
+and turn it into flat metrics.
+
+Order in the guest: snapshots (vmstat, lru_gen) -> tracing on -> clear
+lock_stat -> workload in its own memcg, under a time limit -> tracing off ->
+snapshots again.  Raw files land in the cell directory before anything is
+parsed, so a parser bug never loses a measurement.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .guestshell import GuestShell
+from .parsers.crashlog import Crash, find_crashes
+from .parsers.lockstat import parse_lock_stat, summary as lock_summary
+from .parsers.lrugen import parse_lru_gen
+from .parsers.tracestats import buffer_totals, parse_cpu_stats, parse_kprobe_profile, summarize_trace
+from .parsers.vmstat import delta, parse_vmstat
+from .tracing import KPROBE_GROUP, TracepointSet
+from .workloads import Workload, parse_phase_timings
+
+GUEST_EVIDENCE = "/tmp/orch-evidence"
+CGROUP = "/sys/fs/cgroup/orch-workload"
+LOCK_CLASSES = {"&(kvm)->mmu_lock": "lock.mmu_lock"}
+# Files fetched after the run (guest name -> kept under the same name).
+EVIDENCE_FILES = ("lock_stat", "trace", "trace_stats", "kprobe_profile", "vmstat.before", "vmstat.after",
+                  "lru_gen.before", "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out")
+
+
+@dataclass
+class WorkloadRun:
+    name: str
+    command: str
+    exit_status: int | None  # None: the workload did not finish (host-side timeout)
+    seconds: float
+    output: str
+    timed_out: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    crashes: list[Crash] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # evidence files that could not be fetched
+    via: str = "ssh"
+
+
+def _setup_script(tpset: TracepointSet | None) -> str:
+    e = GUEST_EVIDENCE
+    lines = [f"rm -rf {e}; mkdir -p {e}", f"cat /proc/vmstat > {e}/vmstat.before",
+             f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.before 2>/dev/null",
+             f"cat /sys/kernel/mm/lru_gen/enabled > {e}/lru_gen_enabled 2>/dev/null",
+             f"mkdir -p {CGROUP}", "dmesg -c > /dev/null"]
+    if tpset is not None:
+        lines.append(tpset.setup_script())
+    lines.append("[ -w /proc/lock_stat ] && echo 0 > /proc/lock_stat")
+    return "\n".join(lines) + "\ntrue"
+
+
+def _teardown_script(tpset: TracepointSet | None) -> str:
+    e = GUEST_EVIDENCE
+    lines = []
+    if tpset is not None:
+        lines.append(tpset.teardown_script(e))
+    lines += [f"cat /proc/lock_stat > {e}/lock_stat 2>/dev/null", f"cat /proc/vmstat > {e}/vmstat.after",
+              f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.after 2>/dev/null", f"dmesg > {e}/dmesg"]
+    return "\n".join(lines) + "\ntrue"
+
+
+def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: TracepointSet | None,
+                 outdir: Path, *, timeout_s: int | None = None) -> WorkloadRun:
+    outdir.mkdir(parents=True, exist_ok=True)
+    limit = int(timeout_s or workload.timeout_s)
+    cmd = workload.command(params)
+    status, out = shell.run(_setup_script(tpset), timeout=120)
+    (outdir / "setup.log").write_text(out)
+    # In its own memcg (MGLRU ages per memcg), killed by the guest at the limit;
+    # the host waits a little longer so a stuck guest is still caught.
+    inner = f"echo $$ > {CGROUP}/cgroup.procs && exec timeout -s KILL {limit} {cmd}"
+    guest_cmd = (f"sh -c {shlex.quote(inner)} > {GUEST_EVIDENCE}/workload.out 2>&1; "
+                 f"echo $? > {GUEST_EVIDENCE}/workload.rc; cat {GUEST_EVIDENCE}/workload.rc")
+    t0 = time.monotonic()
+    timed_out = False
+    try:
+        rc_status, rc_out = shell.run(guest_cmd, timeout=limit + 120)
+        rc_text = rc_out.strip().splitlines()[-1] if rc_out.strip() else ""
+        exit_status = int(rc_text) if re.fullmatch(r"\d+", rc_text) else None
+    except Exception as exc:  # console/ssh timeout: the guest stopped answering
+        exit_status, timed_out = None, True
+        (outdir / "workload.error").write_text(f"{type(exc).__name__}: {exc}\n")
+    seconds = time.monotonic() - t0
+    if exit_status == 137:  # SIGKILL from the guest-side timeout
+        timed_out = True
+    missing: list[str] = []
+    if not timed_out or exit_status is not None:
+        shell.run(_teardown_script(tpset), timeout=300)
+        for name in EVIDENCE_FILES:
+            try:
+                shell.fetch(f"{GUEST_EVIDENCE}/{name}", outdir / name)
+            except Exception:  # noqa: BLE001 - a missing file is reported, not fatal
+                missing.append(name)
+    output = (outdir / "workload.out").read_text(errors="replace") if (outdir / "workload.out").exists() else ""
+    run = WorkloadRun(workload.name, cmd, exit_status, seconds, output, timed_out, missing=missing, via=shell.via)
+    run.metrics = evidence_metrics(outdir, workload, tpset)
+    run.metrics["workload.seconds"] = round(seconds, 3)
+    dmesg = (outdir / "dmesg").read_text(errors="replace") if (outdir / "dmesg").exists() else ""
+    run.crashes = find_crashes(dmesg)
+    return run
+
+
+def evidence_metrics(outdir: Path, workload: Workload, tpset: TracepointSet | None) -> dict[str, float]:
+    """Flat key -> value metrics from the raw files in outdir (pure given the files)."""
+    def text(name: str) -> str | None:
+        p = outdir / name
+        return p.read_text(errors="replace") if p.is_file() else None
+
+    m: dict[str, float] = {}
+    if (out := text("workload.out")) is not None and workload.output == "phase-timings":
+        m.update(parse_phase_timings(out))
+    if (ls := text("lock_stat")) is not None:
+        m.update(lock_summary(parse_lock_stat(ls), LOCK_CLASSES))
+    if (kp := text("kprobe_profile")) is not None:
+        for name, hits in parse_kprobe_profile(kp).items():
+            short = name.split("/", 1)[-1] if name.startswith(f"{KPROBE_GROUP}/") else name
+            m[f"kprobe.{short}.hits"] = hits.nhit
+            m[f"kprobe.{short}.missed"] = hits.nmissed
+    if (st := text("trace_stats")) is not None:
+        per_cpu = {}
+        parts = re.split(r"^== cpu(\d+)\s*$", st, flags=re.M)
+        for i in range(1, len(parts) - 1, 2):
+            per_cpu[int(parts[i])] = parse_cpu_stats(parts[i + 1])
+        if per_cpu:
+            totals = buffer_totals(per_cpu)
+            m["trace.events_written"] = totals.written
+            m["trace.events_lost"] = totals.lost
+            m["trace.events_in_buffer"] = totals.entries
+    if (tr := text("trace")) is not None:
+        summ = summarize_trace(tr.splitlines())
+        for name, ev in summ.events.items():
+            m[f"trace.{name}.count"] = ev.count
+            if ev.rate_per_s is not None:
+                m[f"trace.{name}.rate_per_s"] = round(ev.rate_per_s, 3)
+    if (before := text("vmstat.before")) is not None and (after := text("vmstat.after")) is not None:
+        for k, v in delta(parse_vmstat(before), parse_vmstat(after)).items():
+            if k.startswith(("pgscan", "pgsteal", "pswp", "workingset", "pgrefill", "pgactivate", "pgdeactivate")):
+                m[f"vmstat.{k}"] = v
+    if (en := text("lru_gen_enabled")) is not None and en.strip():
+        try:
+            m["lru_gen.enabled"] = int(en.strip(), 16)
+        except ValueError:
+            pass
+    if (lg := text("lru_gen.after")) is not None:
+        vecs = parse_lru_gen(lg)
+        m["lru_gen.memcgs"] = len({v.memcg_id for v in vecs}) if vecs and hasattr(vecs[0], "memcg_id") else len(vecs)
+    return m

@@ -1,0 +1,100 @@
+"""A booted guest: image + QEMU + serial console + SSH, as one context manager.
+
+    with start_guest(shape, kernel, workdir=run_dir) as g:
+        g.console.run("uname -r")
+        g.ssh.run("dmesg")
+
+Leaving the block powers the guest off (and kills QEMU if it does not stop).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .console import BootFailure, BootInfo, GuestConsole
+from .guest_image import GuestImage, build_image
+from .machine import MachineShape, render_qemu_argv
+from .nested_kvm import PROBE_GUEST_PATH, build_kvm_probe
+from .ssh import SshError, SshSession, free_port, port_in_use_failure, wait_for_ssh
+from .sshkeys import GuestKeys
+
+PORT_ATTEMPTS = 3
+
+
+@dataclass
+class Guest:
+    shape: MachineShape
+    image: GuestImage
+    console: GuestConsole
+    boot: BootInfo
+    ssh: SshSession | None
+    ssh_port: int | None
+    keys: GuestKeys | None
+    ssh_error: str = ""  # why SSH is None although it was asked for
+
+
+@contextmanager
+def start_guest(
+    shape: MachineShape,
+    kernel: Path,
+    *,
+    workdir: Path,
+    extra: Mapping[str, Path] | None = None,
+    cmdline_extra: str = "",
+    ssh: bool = True,
+    keys: GuestKeys | None = None,
+    silence: float = 90.0,
+    overall: float = 300.0,
+    ssh_timeout: float = 60.0,
+) -> Iterator[Guest]:
+    """Build the image, boot to the ready marker, connect SSH (if asked)."""
+    if not kernel.is_file():
+        raise UserError(f"kernel image not found: {kernel}", hint="build the kernel first")
+    ssh = ssh and shape.network
+    if ssh and keys is None:
+        keys = GuestKeys.generate()  # per run: nothing to leak or go stale
+    files = {PROBE_GUEST_PATH: build_kvm_probe(), **(extra or {})}
+    image = build_image(
+        extra=files,
+        ssh_pubkey=keys.client.openssh_public() if ssh and keys else None,
+        host_key=keys.host if ssh and keys else None,
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port() if ssh else None
+            argv = render_qemu_argv(shape, kernel, image.path, cmdline_extra, port)
+            console = GuestConsole(argv, workdir / "console.log")
+            try:
+                console.start()
+                info = console.wait_ready(silence=silence, overall=overall)
+                break
+            except BootFailure as exc:
+                console.close()
+                # Another process took the port between free_port() and QEMU's bind.
+                if (exc.reason == "qemu-exit" and port is not None and attempt < PORT_ATTEMPTS
+                        and port_in_use_failure(exc.last_lines)):
+                    continue
+                raise
+            except BaseException:
+                console.close()
+                raise
+        stack.callback(console.poweroff, 15.0)
+        session = None
+        ssh_error = ""
+        (workdir / "qemu-argv.txt").write_text("\n".join(argv) + "\n")
+        if ssh and keys is not None and port is not None:
+            try:
+                session = wait_for_ssh(port, keys.client, keys.host,
+                                       deadline=time.monotonic() + ssh_timeout, alive=lambda: console.alive)
+                stack.callback(session.close)
+            except SshError as exc:
+                # The serial console still works: carry on over it and say so.
+                if not console.alive:
+                    raise BootFailure("ready", "qemu-exit", console.last_lines) from exc
+                ssh_error = str(exc)
+        yield Guest(shape, image, console, info, session, port, keys, ssh_error)

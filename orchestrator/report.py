@@ -1,0 +1,139 @@
+"""Human reports from cell records: summary.md (CI job summary) and a
+self-contained report.html with plots.  Pure over the records on disk."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+
+from .matrix import Matrix
+from .results import FAILED, ERROR, CellRecord
+from .stats import aa_noise_pct, compare
+
+# Metrics compared across variants, with how to show them.
+KEY_METRICS = {
+    "lock.mmu_lock.write.acquisitions": "mmu_lock write acquisitions",
+    "lock.mmu_lock.read.acquisitions": "mmu_lock read acquisitions",
+    "lock.mmu_lock.write.contentions": "mmu_lock write contentions",
+    "lock.mmu_lock.read.contentions": "mmu_lock read contentions",
+    "lock.mmu_lock.write.waittime_total_us": "mmu_lock write wait total (us)",
+    "lock.mmu_lock.read.waittime_total_us": "mmu_lock read wait total (us)",
+    "kprobe.age_gfn.hits": "kvm_age_gfn calls",
+    "kprobe.test_age_gfn.hits": "kvm_test_age_gfn calls",
+    "trace.events_written": "trace events written",
+    "phase.mark_memory_idle_total_s": "mark idle total (s)",
+    "workload.seconds": "workload wall time (s)",
+    "boot.ready_s": "boot to ready (s)",
+}
+
+
+def _values(records: list[CellRecord], variant: str, metric: str, workload: str) -> list[float]:
+    return [float(r.metrics[metric]) for r in records
+            if r.cell.get("variant") == variant and r.cell.get("workload") == workload and metric in r.metrics]
+
+
+def _fmt(v: float) -> str:
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.3g} M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:.4g} K"
+    return f"{v:.4g}"
+
+
+def comparison_rows(matrix: Matrix, records: list[CellRecord]) -> list[tuple[str, str, str, object]]:
+    """(workload, pair label, metric, Comparison) for every compared pair and key metric."""
+    rows = []
+    workloads = sorted({r.cell.get("workload") for r in records})
+    for wl in workloads:
+        for a, b in matrix.compare:
+            for metric in KEY_METRICS:
+                va, vb = _values(records, a, metric, wl), _values(records, b, metric, wl)
+                if not va or not vb:
+                    continue
+                noise = [n for n in (aa_noise_pct(va), aa_noise_pct(vb)) if n is not None]
+                rows.append((wl, f"{a} → {b}", metric, compare(metric, va, vb, noise_pct=max(noise) if noise else None)))
+    return rows
+
+
+def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path]]) -> str:
+    records = [r for r, _ in recs]
+    lines = [f"# Matrix `{matrix.name}`: {len(records)} cell(s)", ""]
+    counts = defaultdict(int)
+    for r in records:
+        counts[r.status] += 1
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no cells ran")
+    lines += ["", "| cell | status | write acq | read acq | write cont | aging calls | workload s |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        m = r.metrics
+        def g(k: str) -> str:
+            return _fmt(m[k]) if k in m else "–"
+        lines.append(f"| `{r.key}` | {r.status} | {g('lock.mmu_lock.write.acquisitions')} | {g('lock.mmu_lock.read.acquisitions')} | "
+                     f"{g('lock.mmu_lock.write.contentions')} | {g('kprobe.age_gfn.hits')} | {g('workload.seconds')} |")
+    failing = [(r, s) for r in records for s in r.steps if s.status in (FAILED, ERROR)]
+    if failing:
+        lines += ["", "## Failures", ""]
+        for r, s in failing:
+            lines.append(f"- `{r.key}` **{s.name}**: {s.message}  \n  reproduce: `{r.reproducer}`")
+    rows = comparison_rows(matrix, records)
+    if rows:
+        lines += ["", "## Comparison", "",
+                  "Median (min–max, n) per variant; change of the median; 95% bootstrap CI; verdict. "
+                  "The noise floor is the A/A difference between halves of each variant's repeats.", "",
+                  "| workload | pair | metric | A | B | change | 95% CI | noise | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+        for wl, pair, metric, c in rows:
+            ci = f"{c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
+            change = f"{c.change_pct:+.1f}%" if c.change_pct is not None else "–"
+            noise = f"±{c.noise_pct:.1f}%" if c.noise_pct is not None else "not measured"
+            lines.append(f"| {wl} | {pair} | {KEY_METRICS[metric]} | {_fmt(c.a.median)} ({_fmt(c.a.minimum)}–{_fmt(c.a.maximum)}, {c.a.n}) | "
+                         f"{_fmt(c.b.median)} ({_fmt(c.b.minimum)}–{_fmt(c.b.maximum)}, {c.b.n}) | {change} | {ci} | {noise} | {c.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(records: list[CellRecord]) -> list[tuple[str, str]]:
+    """(title, base64 PNG) bar charts of key metrics per variant; [] without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    variants = list(dict.fromkeys(r.cell.get("variant") for r in records))
+    out = []
+    for metric, title in KEY_METRICS.items():
+        data = [[float(r.metrics[metric]) for r in records if r.cell.get("variant") == v and metric in r.metrics] for v in variants]
+        if not any(data):
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=100)
+        med = [sorted(d)[len(d) // 2] if d else 0 for d in data]
+        ax.bar(variants, med, color="#4878a8")
+        for i, d in enumerate(data):
+            ax.scatter([i] * len(d), d, color="#c44e52", zorder=3, s=14)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        out.append((title, base64.b64encode(buf.getvalue()).decode()))
+    return out
+
+
+def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path]], md: str) -> str:
+    records = [r for r, _ in recs]
+    imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>{html.escape(t)}</figcaption></figure>'
+                   for t, b in _plots(records))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(matrix.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}figure{{display:inline-block;margin:.5em}}
+pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}</style></head><body>
+<h1>Matrix {html.escape(matrix.name)}</h1><div>{imgs or '<p>(plots need matplotlib)</p>'}</div>
+<pre>{html.escape(md)}</pre></body></html>"""
+
+
+def write_reports(matrix: Matrix, recs: list[tuple[CellRecord, Path]], out: Path) -> None:
+    md = markdown(matrix, recs)
+    for name, text in (("summary.md", md), ("report.html", html_report(matrix, recs, md))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out / name)

@@ -1,0 +1,139 @@
+"""Guest image assembly: ELF parsing on real arm64 binaries, and a real build.
+
+The build test uses Debian arm64 packages (apt-get download, cached under
+$XDG_CACHE_HOME/arm64-orchestrator/debs after the first run).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cpio, guest_image
+from orchestrator.errors import UserError
+from orchestrator.sshkeys import GuestKeys, parse_dropbear_ed25519
+
+CC = "aarch64-linux-gnu-gcc"
+needs_cc = pytest.mark.skipif(shutil.which(CC) is None, reason=f"{CC} not installed")
+
+
+def _compile(tmp_path: Path, *flags: str) -> Path:
+    src = tmp_path / "hello.c"
+    body = 'printf("%f\\n", sqrt(x))' if "-lm" in flags else 'puts("hi")'
+    src.write_text('#include <math.h>\n#include <stdio.h>\nvolatile double x = 2;\n'
+                   f'int main(void){{ {body}; return 0; }}\n')
+    out = tmp_path / ("hello" + "".join(flags).replace("-", "_"))
+    subprocess.run([CC, *flags[:1], "-o", str(out), str(src), *flags[1:]], check=True,
+                   capture_output=True)
+    return out
+
+
+@needs_cc
+def test_read_elf_dynamic_and_static(tmp_path: Path) -> None:
+    dynamic = guest_image.read_elf(_compile(tmp_path, "-O2"))
+    assert dynamic is not None
+    assert dynamic.machine == guest_image.EM_AARCH64
+    assert dynamic.interp == "/lib/ld-linux-aarch64.so.1"
+    assert dynamic.needed == ("libc.so.6",)
+    static = guest_image.read_elf(_compile(tmp_path, "-static"))
+    assert static is not None and static.interp is None and static.needed == ()
+    script = tmp_path / "x.sh"
+    script.write_text("#!/bin/sh\n")
+    assert guest_image.read_elf(script) is None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    keys = GuestKeys.generate()
+    extra_dir = tmp_path_factory.mktemp("extra")
+    tool = extra_dir / "tool.sh"
+    tool.write_text("#!/bin/sh\necho tool\n")
+    tool.chmod(0o755)
+    image = guest_image.build_image(extra={"/opt/tool.sh": tool},
+                                    ssh_pubkey=keys.client.openssh_public(), host_key=keys.host)
+    entries = {e.path: e for e in cpio.parse(gzip.decompress(image.path.read_bytes()))}
+    return keys, image, entries, tool
+
+
+def test_image_layout(built) -> None:
+    keys, image, entries, _ = built
+    assert entries["init"].mode == stat.S_IFREG | 0o755
+    assert entries["init"].data == (guest_image.GUEST_DIR / "init").read_bytes()
+    assert entries["dev/console"].rdev == (5, 1)
+    assert entries["dev/null"].rdev == (1, 3)
+    for applet in ("sh", "mount", "poweroff", "cttyhack", "setsid", "mkswap", "ip"):
+        assert entries[f"bin/{applet}"].data == b"busybox"
+    # dropbear's libraries, resolved from its ELF headers through symlinks.
+    for lib in ("lib/aarch64-linux-gnu/libc.so.6", "lib/aarch64-linux-gnu/libcrypt.so.1",
+                "lib/aarch64-linux-gnu/libz.so.1", "usr/lib/aarch64-linux-gnu/libtomcrypt.so.1",
+                "usr/lib/aarch64-linux-gnu/libtommath.so.1", "usr/lib/aarch64-linux-gnu/libgmp.so.10",
+                "lib/ld-linux-aarch64.so.1"):
+        assert lib in entries, lib
+    assert not any("gconv" in p for p in entries)  # only what is needed, not all of libc6
+    # sftp-server where this dropbear looks for it.
+    assert image.sftp_path == "/usr/lib/sftp-server"
+    assert "usr/lib/sftp-server" in entries and "usr/lib/openssh/sftp-server" in entries
+    # Keys: authorized for root (home from /etc/passwd), host key in dropbear format.
+    assert b"root:x:0:0:root:/root:/bin/sh" in entries["etc/passwd"].data
+    assert entries["root/.ssh/authorized_keys"].data.decode().strip() == keys.client.openssh_public()
+    assert entries["root/.ssh"].mode == stat.S_IFDIR | 0o700
+    host = entries[guest_image.HOST_KEY_PATH.lstrip("/")]
+    assert host.mode == stat.S_IFREG | 0o600
+    assert parse_dropbear_ed25519(host.data) == keys.host
+    assert image.host_key_public == keys.host.openssh_public()
+    assert entries["opt/tool.sh"].mode == stat.S_IFREG | 0o755
+
+
+def test_same_inputs_same_file_without_rebuild(built) -> None:
+    keys, image, _, tool = built
+    inode_before = image.path.stat().st_ino
+    again = guest_image.build_image(extra={"/opt/tool.sh": tool},
+                                    ssh_pubkey=keys.client.openssh_public(), host_key=keys.host)
+    assert again.path == image.path and again.key == image.key
+    # Not rewritten: same inode content, only its mtime touched for pruning.
+    assert again.path.stat().st_ino == inode_before  # a rebuild would os.replace it
+    other = guest_image.build_image(extra={"/opt/tool2.sh": tool},
+                                    ssh_pubkey=keys.client.openssh_public(), host_key=keys.host)
+    assert other.key != image.key
+
+
+def test_applet_list_matches_busybox() -> None:
+    busybox = guest_image.unpack_deb(guest_image.fetch_deb("busybox-static")) / "bin/busybox"
+    have = guest_image.busybox_applets(busybox)
+    assert len(have) > 100 and "sh" in have
+    assert set(guest_image.APPLETS) <= have
+
+
+def test_bad_extras_are_user_errors(tmp_path: Path) -> None:
+    x86 = Path("/bin/true")  # a host (x86_64) binary
+    with pytest.raises(UserError, match="not an arm64"):
+        guest_image.build_image(extra={"/opt/true": x86})
+    with pytest.raises(UserError, match="would replace"):
+        guest_image.build_image(extra={"/init": x86})
+    with pytest.raises(UserError, match="not found"):
+        guest_image.build_image(extra={"/opt/x": tmp_path / "missing"})
+    with pytest.raises(ValueError, match="together"):
+        guest_image.build_image(ssh_pubkey="ssh-ed25519 AAAA x")
+
+
+@needs_cc
+def test_dynamic_extra_gets_its_libraries(tmp_path: Path) -> None:
+    prog = _compile(tmp_path, "-O2", "-lm")
+    assert guest_image.read_elf(prog).needed == ("libm.so.6", "libc.so.6")
+    image = guest_image.build_image(extra={"/opt/mprog": prog})
+    names = {e.path for e in cpio.parse(gzip.decompress(image.path.read_bytes()))}
+    assert "lib/aarch64-linux-gnu/libm.so.6" in names
+    assert "lib/ld-linux-aarch64.so.1" in names
+
+
+def test_download_failure_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(UserError) as err:
+        guest_image.fetch_deb("no-such-package-orchestrator-test")
+    assert "dpkg --add-architecture arm64 && apt-get update" in str(err.value)
+    assert not os.listdir(tmp_path / "arm64-orchestrator" / "debs")
