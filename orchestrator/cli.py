@@ -178,6 +178,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     shape = shape_by_name(args.machine)
     extra = {f"{SELFTEST_GUEST_DIR}/{p.name}": p for p in (vb.selftests.out_dir.iterdir() if vb.selftests else [])
              if p.is_file() and p.name != "metadata.json" and not p.name.endswith((".log", ".json"))}
+    extra.update(vb.guest_programs)
     workdir = args.workdir or Path("results") / "boot" / vb.variant
     with start_guest(shape, vb.kernel.image, workdir=workdir.resolve(), extra=extra, cmdline_extra=args.append or "") as g:
         argv = (workdir / "qemu-argv.txt").read_text().split("\n") if (workdir / "qemu-argv.txt").exists() else []

@@ -14,6 +14,7 @@ from . import toolchain as toolchain_mod
 from .apply import ApplyResult, apply_series
 from .build import BuildResult, build_kernel, locked, parse_warnings
 from .errors import BuildFailed, UserError
+from .guest_programs import build_guest_programs
 from .kconfig import load_config_set
 from .progress import Progress
 from .selftests import SelftestsBuild, build_selftests
@@ -73,6 +74,7 @@ class VariantBuild:
     kernel: BuildResult
     selftests: SelftestsBuild | None
     per_patch: list[PatchBuild] = field(default_factory=list)
+    guest_programs: dict[str, Path] = field(default_factory=dict)  # guest path -> host file
 
 
 def _checkout(source: PreparedSource, series: Series | None, progress: Progress) -> tuple[str, ApplyResult | None]:
@@ -109,6 +111,7 @@ def build_variant(req: BuildRequest) -> VariantBuild:
         },
         "reproducer": req.reproducer(),
     }
+    programs: dict[str, Path] = {}
     with locked(f"tree-{source.key}"):
         per_patch: list[PatchBuild] = []
         if req.per_patch and series is not None and len(series.patches) > 1:
@@ -121,7 +124,8 @@ def build_variant(req: BuildRequest) -> VariantBuild:
         tests = None
         if req.selftests:
             tests = build_selftests(source, selftests_content_id(source, tree_id), tc, progress=Progress(f"selftests {label}"))
-    return VariantBuild(label, source, applied, kernel, tests, per_patch)
+            programs = build_guest_programs(source, tests, tc)
+    return VariantBuild(label, source, applied, kernel, tests, per_patch, programs)
 
 
 # What the KVM selftests are built from: a kernel-only series leaves these

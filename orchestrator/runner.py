@@ -142,6 +142,7 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
     if vb.selftests is not None:
         for name in ("access_tracking_perf_test", "demand_paging_test", "dirty_log_perf_test", "kvm_create_max_vcpus"):
             extra[f"{SELFTEST_GUEST_DIR}/{name}"] = vb.selftests.binary(name)
+    extra.update(vb.guest_programs)
     t0 = time.monotonic()
     try:
         with start_guest(shape, vb.kernel.image, workdir=cell_dir, extra=extra,
