@@ -103,9 +103,9 @@ def _plots(records: list[CellRecord]) -> list[tuple[str, str]]:
     out = []
     for metric, title in KEY_METRICS.items():
         data = [[float(r.metrics[metric]) for r in records if r.cell.get("variant") == v and metric in r.metrics] for v in variants]
-        if not any(data):
-            continue
-        fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=100)
+        if not any(v for d in data for v in d):
+            continue  # all zero or absent: a blank chart says nothing
+        fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=100)
         med = [sorted(d)[len(d) // 2] if d else 0 for d in data]
         ax.bar(variants, med, color="#4878a8")
         for i, d in enumerate(data):
@@ -120,15 +120,57 @@ def _plots(records: list[CellRecord]) -> list[tuple[str, str]]:
     return out
 
 
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path]], md: str) -> str:
     records = [r for r, _ in recs]
-    imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>{html.escape(t)}</figcaption></figure>'
+    e = html.escape
+    imgs = "".join(f'<figure><img alt="{e(t)}" src="data:image/png;base64,{b}"></figure>'
                    for t, b in _plots(records))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(matrix.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}figure{{display:inline-block;margin:.5em}}
-pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}</style></head><body>
-<h1>Matrix {html.escape(matrix.name)}</h1><div>{imgs or '<p>(plots need matplotlib)</p>'}</div>
-<pre>{html.escape(md)}</pre></body></html>"""
+    cells = []
+    for r in records:
+        m = r.metrics
+        def g(k: str) -> str:
+            return _fmt(m[k]) if k in m else "–"
+        cls = "ok" if r.status == "passed" else "bad"
+        cells.append([f"<code>{e(r.key)}</code>", f'<span class="{cls}">{e(r.status)}</span>',
+                      g("lock.mmu_lock.write.acquisitions"), g("lock.mmu_lock.read.acquisitions"),
+                      g("lock.mmu_lock.write.contentions"), g("kprobe.age_gfn.hits"), g("workload.seconds")])
+    failing = "".join(f"<li><code>{e(r.key)}</code> <b>{e(st.name)}</b>: {e(st.message)}<br>reproduce: <code>{e(r.reproducer)}</code>"
+                      + (f"<pre>{e(st.excerpt[-3000:])}</pre>" if st.excerpt else "") + "</li>"
+                      for r in records for st in r.steps if st.status in (FAILED, ERROR))
+    comp = []
+    for wl, pair, metric, c in comparison_rows(matrix, records):
+        ci = f"{c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
+        comp.append([e(wl), e(pair), e(KEY_METRICS[metric]),
+                     f"{_fmt(c.a.median)} ({_fmt(c.a.minimum)}–{_fmt(c.a.maximum)}, n={c.a.n})",
+                     f"{_fmt(c.b.median)} ({_fmt(c.b.minimum)}–{_fmt(c.b.maximum)}, n={c.b.n})",
+                     f"{c.change_pct:+.1f}%" if c.change_pct is not None else "–", ci,
+                     f"±{c.noise_pct:.1f}%" if c.noise_pct is not None else "not measured", e(c.verdict)])
+    extra = "".join(f"<section>{section}</section>" for section in _extra_sections_html(records))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(matrix.name)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}figure{{display:inline-block;margin:.4em}}
+table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}
+th{{background:#eee}}.ok{{color:#1a7f37;font-weight:bold}}.bad{{color:#c62828;font-weight:bold}}
+pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}</style></head><body>
+<h1>Matrix {e(matrix.name)}: {len(records)} cell(s)</h1>
+{_table(["cell", "status", "mmu_lock write acq", "mmu_lock read acq", "write contentions", "kvm_age_gfn calls", "workload s"], cells)}
+{"<h2>Failures</h2><ul>" + failing + "</ul>" if failing else ""}
+<h2>Plots</h2><div>{imgs or "<p>(plots need matplotlib)</p>"}</div>
+<h2>Comparison</h2><p>Median (min–max, n) per variant; change of the median; 95% bootstrap CI of the change;
+the noise floor is the A/A difference between halves of each variant's repeats. No change is called with fewer than 3 repeats.</p>
+{_table(["workload", "pair", "metric", "A", "B", "change", "95% CI", "noise", "verdict"], comp)}
+{extra}
+</body></html>"""
+
+
+def _extra_sections_html(records: list[CellRecord]) -> list[str]:
+    """Sections other modules contribute (e.g. race evidence), as HTML."""
+    return []
 
 
 def write_reports(matrix: Matrix, recs: list[tuple[CellRecord, Path]], out: Path) -> None:
