@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Boot and command latency: what the orchestrator costs on top of QEMU.
 
-    python bench/boot_bench.py --kernel /tmp/orch-kernel/Image [--runs 5] [--ssh-runs 20]
+    python bench/boot_bench.py [--kernel IMAGE] [--runs 5] [--ssh-runs 20]   (default: the pipeline's baseline build)
     python bench/boot_bench.py --kernel ... --cpu max,pauth-impdef=on --cpu max,sve=off,pauth=off
 
 Measures, with the same QEMU argument list:
@@ -117,8 +117,7 @@ def bench_cpus(shape: MachineShape, kernel: Path, initrd: Path, cpus: list[str],
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kernel", type=Path, default=Path(
-        os.environ.get("ORCH_TEST_KERNEL", "/tmp/orch-kernel/Image")))
+    ap.add_argument("--kernel", type=Path, default=None, help="kernel Image (default: build/cache baseline)")
     ap.add_argument("--shape", default="default")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--ssh-runs", type=int, default=20)
@@ -126,6 +125,10 @@ def main() -> int:
                     help="compare these TCG CPU models instead (repeatable)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    if args.kernel is None:
+        from orchestrator.paths import PATCHES_DIR
+        from orchestrator.pipeline import BuildRequest, build_variant
+        args.kernel = build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline", selftests=False)).kernel.image
 
     # No network for boot timing: that is what the overhead and CPU numbers are about.
     shape = dataclasses.replace(shape_by_name(args.shape), network=False)

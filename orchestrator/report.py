@@ -91,7 +91,7 @@ def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(records: list[CellRecord]) -> list[tuple[str, str]]:
+def _plots(records: list[CellRecord], order: list[str] | None = None) -> list[tuple[str, str]]:
     """(title, base64 PNG) bar charts of key metrics per variant; [] without matplotlib."""
     try:
         import matplotlib
@@ -99,7 +99,8 @@ def _plots(records: list[CellRecord]) -> list[tuple[str, str]]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    variants = list(dict.fromkeys(r.cell.get("variant") for r in records))
+    seen = list(dict.fromkeys(r.cell.get("variant") for r in records))
+    variants = [v for v in (order or []) if v in seen] + [v for v in seen if v not in (order or [])]
     out = []
     for metric, title in KEY_METRICS.items():
         data = [[float(r.metrics[metric]) for r in records if r.cell.get("variant") == v and metric in r.metrics] for v in variants]
@@ -130,7 +131,7 @@ def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path]], md: str) ->
     records = [r for r, _ in recs]
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(t)}" src="data:image/png;base64,{b}"></figure>'
-                   for t, b in _plots(records))
+                   for t, b in _plots(records, list(dict.fromkeys(c.variant for c in matrix.cells))))
     cells = []
     for r in records:
         m = r.metrics
