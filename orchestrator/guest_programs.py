@@ -1,19 +1,154 @@
-"""The project's own guest programs (guest/*.c), compiled for arm64 against
-the tree's KVM selftest library and cached with the selftests build.
+"""The project's own guest programs (guest/*.c) and workload scripts
+(guest/workloads/*), ready for the guest image.
 
-Returns guest path -> host file, for the guest image.
+The C programs are inner-VM workloads: they link the tree's KVM selftest
+library (memstress, kvm_util) left behind by the selftests build, with the
+compiler flags the selftests Makefile uses, statically for arm64.  Output is
+cached by the sha256 of the program sources, the selftests build key (which
+covers the library and its headers) and the toolchain.
+
+Returns guest path -> host file.  Programs go to /opt/orch/bin/<name>, scripts
+to /opt/orch/workloads/<name>; both run by absolute path (the selftest
+library re-opens argv[0] to load the inner guest's code).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from . import proc
+from .build import first_errors
+from .errors import BuildFailed, UserError
+from .paths import GUEST_DIR, cache_dir
 from .selftests import SelftestsBuild
 from .source import PreparedSource
 from .toolchain import Toolchain
 
 GUEST_PROGRAMS_DIR = "/opt/orch/bin"
+GUEST_SCRIPTS_DIR = "/opt/orch/workloads"
+RECIPE_VERSION = "1"
+# Built by nested_kvm.build_kvm_probe on its own (plain libc, no selftest library).
+STANDALONE = frozenset({"kvm_probe.c"})
+KVM_SELFTESTS = Path("tools/testing/selftests/kvm")
+
+# As CFLAGS/LDFLAGS/LDLIBS in tools/testing/selftests/kvm/Makefile (6.12) for
+# ARCH=arm64; -MD -MP (dependency files) left out: nothing reads them.
+CFLAGS = ("-D_GNU_SOURCE=", "-Wall", "-Wstrict-prototypes", "-Wuninitialized", "-O2", "-g", "-std=gnu99",
+          "-Wno-gnu-variable-sized-type-not-at-end", "-DCONFIG_64BIT", "-U_FORTIFY_SOURCE", "-fno-builtin-memcmp", "-fno-builtin-memcpy",
+          "-fno-builtin-memset", "-fno-builtin-strnlen", "-fno-stack-protector", "-fno-PIE",
+          "-fno-strict-aliasing", "-static")
+LDFLAGS = ("-pthread", "-no-pie")
+LDLIBS = ("-ldl",)
 
 
-def build_guest_programs(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain) -> dict[str, Path]:
-    """Placeholder until the workload programs land: no programs yet."""
-    return {}
+@dataclass(frozen=True)
+class GuestSources:
+    root: Path  # the guest/ directory
+    programs: tuple[Path, ...]  # guest/*.c built here
+    headers: tuple[Path, ...]  # guest/*.h, shared by the programs
+    scripts: tuple[Path, ...]  # guest/workloads/*, copied as they are
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for p in (*self.programs, *self.headers, *self.scripts):
+            h.update(str(p.relative_to(self.root)).encode() + b"\0")
+            h.update(p.read_bytes())
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+def find_sources(guest_dir: Path = GUEST_DIR) -> GuestSources:
+    programs = tuple(p for p in sorted(guest_dir.glob("*.c")) if p.name not in STANDALONE)
+    headers = tuple(sorted(guest_dir.glob("*.h")))
+    wl = guest_dir / "workloads"
+    scripts = tuple(p for p in sorted(wl.iterdir()) if p.is_file() and not p.name.startswith(".")) if wl.is_dir() else ()
+    return GuestSources(guest_dir, programs, headers, scripts)
+
+
+def selftest_objects(selftests: SelftestsBuild) -> list[Path]:
+    """The library objects (LIBKVM + arch + string_override), in a stable order."""
+    lib = selftests.out_dir / "lib"
+    objs = sorted(lib.glob("*.o")) + sorted((lib / "aarch64").glob("*.o"))
+    if not any(o.name == "memstress.o" for o in objs) or not any(o.name == "processor.o" for o in objs):
+        raise UserError(f"KVM selftest library objects missing under {lib}",
+                        hint=f"delete {selftests.out_dir} so the selftests are built again")
+    return objs
+
+
+def compile_flags(source: PreparedSource, selftests: SelftestsBuild, program_dir: Path) -> list[str]:
+    """Include paths in the Makefile's order; generated sysreg headers from the selftests work dir."""
+    kvm = source.repo / KVM_SELFTESTS
+    headers = Path(selftests.metadata.get("headers") or "")
+    generated = cache_dir("selftests", "work", selftests.key) / "obj/tools/arch/arm64/include/generated"
+    for need, what in ((headers, "installed kernel headers"), (generated, "generated arm64 sysreg headers")):
+        if not need.is_dir():
+            raise UserError(f"{what} of the selftests build missing: {need}",
+                            hint=f"delete {selftests.out_dir} so the selftests are built again")
+    return [*CFLAGS,
+            f"-I{source.repo / 'tools/include'}", f"-I{source.repo / 'tools/arch/arm64/include'}",
+            f"-I{kvm / 'include'}", f"-I{program_dir}", f"-I{kvm / 'include/aarch64'}",
+            f"-I{kvm.parent / 'rseq'}", f"-I{kvm.parent}",
+            "-isystem", str(headers), f"-I{generated}/"]
+
+
+def build_guest_programs(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain,
+                         guest_dir: Path = GUEST_DIR) -> dict[str, Path]:
+    srcs = find_sources(guest_dir)
+    if not srcs.programs and not srcs.scripts:
+        return {}
+    key = hashlib.sha256("\0".join([RECIPE_VERSION, srcs.digest(), selftests.key, tc.describe()]).encode()).hexdigest()[:32]
+    out = cache_dir("guest-programs", key)
+    meta_path = out / "metadata.json"
+    if not meta_path.is_file():
+        _build(srcs, source, selftests, tc, out, key)
+    meta = json.loads(meta_path.read_text())
+    files = {f"{GUEST_PROGRAMS_DIR}/{name}": out / "bin" / name for name in meta["programs"]}
+    files.update({f"{GUEST_SCRIPTS_DIR}/{name}": out / "workloads" / name for name in meta["scripts"]})
+    return files
+
+
+def _build(srcs: GuestSources, source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain,
+           out: Path, key: str) -> None:
+    """Compile into a temporary directory and rename it into place (a half build is never cached)."""
+    t0 = time.monotonic()
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bin").mkdir(parents=True)
+    (tmp / "workloads").mkdir()
+    objs = selftest_objects(selftests)
+    log_lines: list[str] = []
+    log_path = out.parent / f"{key}.build.log"
+    try:
+        for src in srcs.programs:
+            name = src.stem
+            argv = [tc.gcc, *compile_flags(source, selftests, src.parent), *LDFLAGS, str(src),
+                    *map(str, objs), *LDLIBS, "-o", str(tmp / "bin" / name)]
+            log_lines.append("$ " + " ".join(argv))
+            res = proc.run(argv, cwd=source.repo / KVM_SELFTESTS, timeout=300)
+            log_lines += (res.stdout + res.stderr).splitlines()
+            if res.returncode != 0:
+                log_path.write_text("\n".join(log_lines) + "\n")
+                raise BuildFailed(f"guest program {src.name} failed to compile (exit {res.returncode})",
+                                  first_errors((res.stdout + res.stderr).splitlines()), str(log_path))
+        for script in srcs.scripts:
+            dest = tmp / "workloads" / script.name
+            shutil.copyfile(script, dest)
+            dest.chmod(0o755)  # the image keeps the executable bit
+        (tmp / "build.log").write_text("\n".join(log_lines) + "\n")
+        meta = {"key": key, "programs": [p.stem for p in srcs.programs], "scripts": [s.name for s in srcs.scripts],
+                "selftests": selftests.key, "toolchain": tc.describe(), "duration_s": round(time.monotonic() - t0, 2),
+                "warnings": [line for line in log_lines if ": warning:" in line]}
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process put the same build there meanwhile
+            if not (out / "metadata.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -152,7 +152,7 @@ def _matches(cell: Cell, flt: dict[str, Any]) -> bool:
 
 def load_matrix(spec: str | Path | None) -> Matrix:
     """A matrix by name (matrices/NAME.yaml) or path; default: matrices/default.yaml."""
-    path = Path(spec) if spec and (str(spec).endswith((".yaml", ".yml")) or Path(spec).exists()) else MATRICES_DIR / f"{safe_name(str(spec or 'default'), what='matrix name')}.yaml"
+    path = Path(spec) if spec and (str(spec).endswith((".yaml", ".yml")) or Path(spec).is_file()) else MATRICES_DIR / f"{safe_name(str(spec or 'default'), what='matrix name')}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in MATRICES_DIR.glob("*.yaml")))
         raise UserError(f"matrix {path} not found", hint=f"known matrices: {known}")

@@ -24,6 +24,11 @@ KEY_METRICS = {
     "kprobe.test_age_gfn.hits": "kvm_test_age_gfn calls",
     "trace.events_written": "trace events written",
     "phase.mark_memory_idle_total_s": "mark idle total (s)",
+    "mglru.aging_passes": "MGLRU aging passes",
+    "mglru.aging_avg_s": "MGLRU aging pass avg (s)",
+    "mglru.vcpu_wall_s": "vCPU wall time, mglru-aging (s)",
+    "reclaim.memcg_pgsteal": "pages reclaimed (memcg)",
+    "reclaim.vcpu_pages_per_s": "vCPU throughput under reclaim (pages/s)",
     "workload.seconds": "workload wall time (s)",
     "boot.ready_s": "boot to ready (s)",
 }

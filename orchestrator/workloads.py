@@ -6,6 +6,7 @@ Values from YAML only ever reach the guest as shell-quoted arguments.
 """
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from .errors import UserError
 from .paths import PROJECT_ROOT, safe_name
 
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
-GUEST_PREFIX = "/opt/orch"  # where the image puts selftests/ and workloads/
+GUEST_PREFIX = "/opt/orch"  # where the image puts selftests/, bin/ (guest/*.c) and workloads/ (guest/workloads/*)
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class Workload:
     params: dict[str, ParamSpec]
     timeout_s: int
     tracepoints: str | None
-    output: str
+    output: str  # one of OUTPUT_PARSERS
     path: Path
+    metric_prefix: str = ""  # metric-lines: names become <prefix>.<name>; default the workload name
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, str]:
         unknown = set(given) - set(self.params)
@@ -79,13 +81,20 @@ def load_workload(name: str) -> Workload:
     for key in ("program", "args", "timeout_s"):
         if key not in data:
             raise UserError(f"{path}: missing key {key!r}")
+    output = str(data.get("output", "none"))
+    if output not in OUTPUT_PARSERS:
+        raise UserError(f"{path}: output: {output!r} is not a known output format",
+                        hint=f"one of: {', '.join(OUTPUT_PARSERS)}")
+    prefix = str(data.get("metric_prefix", name))
+    if not _METRIC_NAME.fullmatch(prefix):
+        raise UserError(f"{path}: metric_prefix: {prefix!r}: expected letters, digits, _ . - (starting with a letter)")
     params = {}
     for pname, spec in (data.get("params") or {}).items():
         if not isinstance(spec, dict) or "default" not in spec or "pattern" not in spec:
             raise UserError(f"{path}: params.{pname} needs default and pattern")
         params[pname] = ParamSpec(pname, spec["default"], spec["pattern"], spec.get("help", ""))
     return Workload(name, data.get("description", ""), data["program"], tuple(str(a) for a in data["args"]),
-                    params, int(data["timeout_s"]), data.get("tracepoints"), data.get("output", "none"), path)
+                    params, int(data["timeout_s"]), data.get("tracepoints"), output, path, prefix)
 
 
 _PHASE = re.compile(r"^(?P<phase>[A-Za-z][A-Za-z0-9 /_-]*?)\s*:\s*(?P<sec>\d+\.\d+)s\s*$")
@@ -111,4 +120,42 @@ def parse_phase_timings(output: str) -> dict[str, float]:
         key = f"phase.{name}_s" if seen[name] == 1 else f"phase.{name}_{seen[name]}_s"
         metrics[key] = float(m["sec"])
         metrics[f"phase.{name}_total_s"] = round(metrics.get(f"phase.{name}_total_s", 0.0) + float(m["sec"]), 9)
+    return metrics
+
+
+_METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+_METRIC_LINE = re.compile(r"^ORCH-METRIC\s+(?P<name>\S+)\s+(?P<value>\S+)\s*$")
+
+
+def parse_metric_lines(output: str, prefix: str) -> dict[str, float]:
+    """`ORCH-METRIC <name> <value>` lines (the project's guest programs) -> {prefix.name: value}.
+
+    Lines with a malformed name or a value that is not a finite number are
+    skipped; a repeated name keeps its last value (a program may print a
+    running total).
+    """
+    metrics: dict[str, float] = {}
+    for line in output.splitlines():
+        m = _METRIC_LINE.match(line.strip())
+        if not m or not _METRIC_NAME.fullmatch(m["name"]):
+            continue
+        try:
+            value = float(m["value"])
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            metrics[f"{prefix}.{m['name']}"] = value
+    return metrics
+
+
+OUTPUT_PARSERS = ("none", "phase-timings", "metric-lines", "both")
+
+
+def parse_workload_output(workload: Workload, output: str) -> dict[str, float]:
+    """Metrics from a workload's output, by its `output:` format."""
+    metrics: dict[str, float] = {}
+    if workload.output in ("phase-timings", "both"):
+        metrics.update(parse_phase_timings(output))
+    if workload.output in ("metric-lines", "both"):
+        metrics.update(parse_metric_lines(output, workload.metric_prefix or workload.name))
     return metrics

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * memcg_reclaim: an inner VM under memory pressure from its own memcg.
+ *
+ * An inner VM (memstress) with N vCPUs sweeps B bytes per vCPU.  After the
+ * populating pass this process caps its memcg (memory.max = L% of
+ * memory.current, so the VM's memory no longer fits) and a thread asks for
+ * proactive reclaim through memory.reclaim every I ms, while the vCPUs keep
+ * sweeping for D seconds.  Reclaim then evicts VM pages to swap: the rmap walk
+ * calls the clear_flush_young notifier (KVM ages its stage-2 mappings), and
+ * unmapping calls invalidate_range_start/end; the vCPUs fault the pages back.
+ *
+ * memory.max is lifted before the vCPU threads are joined (a pass can take
+ * very long while the VM thrashes) and in every exit path this program
+ * controls.  Anonymous memory needs swap to be reclaimed (else memory.max
+ * ends in the OOM killer): run it through guest/workloads/memcg-reclaim.sh,
+ * which sets up zram.
+ *
+ * Results are ORCH-METRIC lines (see orch_vm.h): vCPU throughput, the limit,
+ * memory.reclaim requests, and memory.stat deltas of the memcg over the
+ * pressure phase (pgsteal = pages reclaimed).
+ */
+#include <signal.h>
+
+#include "orch_vm.h"
+
+static char cgroup[4096];
+static char max_file[4200];
+static uint64_t reclaim_bytes = 8ULL << 20;
+static unsigned int interval_ms = 250;
+static bool reclaim_stop;
+
+static struct {
+	uint64_t requests, ok, eagain, errors;
+	double total_s, max_s;
+} reclaim;
+
+/* Memcg events reported as deltas over the pressure phase. */
+static const char *const stat_keys[] = {
+	"pgscan", "pgsteal", "pgrefill", "pgactivate", "pgdeactivate", "pgmajfault",
+	"workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout",
+	"swpin_zero", "swpout_zero", "thp_swpout",
+};
+#define NR_STAT_KEYS (sizeof(stat_keys) / sizeof(stat_keys[0]))
+
+static void read_stats(int64_t *out)
+{
+	char path[4200];
+	char *text;
+	size_t i;
+
+	orch_cgroup_file(path, sizeof(path), cgroup, "memory.stat");
+	text = orch_read_file(path);
+	TEST_ASSERT(text, "cannot read %s: %s", path, strerror(errno));
+	for (i = 0; i < NR_STAT_KEYS; i++)
+		out[i] = orch_stat_value(text, stat_keys[i]);
+	free(text);
+}
+
+static uint64_t read_u64_file(const char *file)
+{
+	char path[4200];
+	char *text;
+	uint64_t v;
+
+	orch_cgroup_file(path, sizeof(path), cgroup, file);
+	text = orch_read_file(path);
+	TEST_ASSERT(text, "cannot read %s: %s", path, strerror(errno));
+	v = strtoull(text, NULL, 10);
+	free(text);
+	return v;
+}
+
+static void lift_limit(void)
+{
+	if (max_file[0])
+		orch_write_file(max_file, "max\n");
+}
+
+static void on_signal(int sig)
+{
+	/* SIGTERM/SIGINT: never leave the memcg capped (field notes: thrashing). */
+	lift_limit();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static bool have_swap(void)
+{
+	char *text = orch_read_file("/proc/swaps");
+	bool ok = text && strchr(text, '\n') && strchr(strchr(text, '\n') + 1, '/');
+
+	free(text);
+	return ok;
+}
+
+static void *reclaim_main(void *arg)
+{
+	char path[4200], amount[32];
+	double t0, dt;
+	int err;
+
+	orch_cgroup_file(path, sizeof(path), cgroup, "memory.reclaim");
+	snprintf(amount, sizeof(amount), "%" PRIu64 "\n", reclaim_bytes);
+	while (!__atomic_load_n(&reclaim_stop, __ATOMIC_ACQUIRE)) {
+		t0 = orch_now();
+		err = orch_write_file(path, amount);
+		dt = orch_now() - t0;
+		reclaim.requests++;
+		reclaim.total_s += dt;
+		if (dt > reclaim.max_s)
+			reclaim.max_s = dt;
+		if (!err) {
+			reclaim.ok++;
+		} else if (err == -EAGAIN) {
+			reclaim.eagain++;	/* less than asked for could be reclaimed */
+		} else {
+			if (!reclaim.errors)
+				fprintf(stderr, "memory.reclaim: %s\n", strerror(-err));
+			reclaim.errors++;
+		}
+		if (interval_ms)
+			usleep(interval_ms * 1000);
+	}
+	return NULL;
+}
+
+static void help(const char *name)
+{
+	printf("usage: %s [-m mode] [-v vcpus] [-b bytes] [-d seconds] [-l limit%%] [-r bytes] [-I ms] [-w write%%]\n"
+	       " -m: guest mode ID (default: the library's default, 4K pages)\n"
+	       " -v: inner vCPUs (default 1)\n"
+	       " -b: memory per vCPU, e.g. 64M (default 64M)\n"
+	       " -d: seconds of sweeping under pressure (default 10)\n"
+	       " -l: memory.max as a percentage of memory.current after populating; 0: no limit (default 75)\n"
+	       " -r: bytes per memory.reclaim request; 0: no proactive reclaim (default 8M)\n"
+	       " -I: ms between memory.reclaim requests (default 250)\n"
+	       " -w: percentage of writes in a pass (default 100)\n", name);
+	guest_modes_help();
+	exit(0);
+}
+
+int main(int argc, char *argv[])
+{
+	int nr_vcpus = 1, write_percent = 100, limit_pct = 75, opt, mode_arg = -1;
+	uint64_t vcpu_bytes = 64ULL << 20, usage, limit = 0;
+	int64_t before[NR_STAT_KEYS], after[NR_STAT_KEYS];
+	unsigned int seconds = 10;
+	enum vm_guest_mode mode;
+	char text[64], name[64];
+	pthread_t thread;
+	struct kvm_vm *vm;
+	double t0;
+	size_t i;
+	int err;
+
+	guest_modes_append_default();
+	while ((opt = getopt(argc, argv, "hm:v:b:d:l:r:I:w:")) != -1) {
+		switch (opt) {
+		case 'm':
+			mode_arg = atoi_non_negative("Guest mode ID", optarg);
+			break;
+		case 'v':
+			nr_vcpus = atoi_positive("Number of vCPUs", optarg);
+			break;
+		case 'b':
+			vcpu_bytes = parse_size(optarg);
+			break;
+		case 'd':
+			seconds = atoi_positive("Seconds under pressure", optarg);
+			break;
+		case 'l':
+			limit_pct = atoi_non_negative("Limit percentage", optarg);
+			break;
+		case 'r':
+			reclaim_bytes = parse_size(optarg);
+			break;
+		case 'I':
+			interval_ms = atoi_non_negative("Reclaim interval", optarg);
+			break;
+		case 'w':
+			write_percent = atoi_non_negative("Write percentage", optarg);
+			break;
+		default:
+			help(argv[0]);
+		}
+	}
+	mode = mode_arg < 0 ? VM_MODE_DEFAULT : (enum vm_guest_mode)mode_arg;
+	TEST_ASSERT(mode < NUM_VM_MODES && guest_modes[mode].supported, "guest mode %d not supported (see -h)", mode_arg);
+	TEST_ASSERT(nr_vcpus <= KVM_MAX_VCPUS, "at most %d vCPUs", KVM_MAX_VCPUS);
+	TEST_ASSERT(write_percent <= 100 && limit_pct <= 100, "-w and -l take 0..100");
+	orch_own_cgroup(cgroup, sizeof(cgroup));
+	TEST_ASSERT(strcmp(cgroup, "/"), "run in a child memcg, not the root cgroup");
+	TEST_ASSERT(!limit_pct || have_swap(),
+		    "no swap: a memory.max below the VM's memory would end in the OOM killer "
+		    "(run through memcg-reclaim.sh, which sets up zram, or pass -l 0)");
+
+	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, 0);
+
+	read_stats(before);
+	usage = read_u64_file("memory.current");
+	orch_metric_u64("usage_bytes", usage);
+	if (limit_pct) {
+		orch_cgroup_file(max_file, sizeof(max_file), cgroup, "memory.max");
+		atexit(lift_limit);	/* TEST_ASSERT failures exit() */
+		signal(SIGTERM, on_signal);
+		signal(SIGINT, on_signal);
+		limit = (usage / 100 * limit_pct) & ~4095ULL;	/* page aligned */
+		snprintf(text, sizeof(text), "%" PRIu64 "\n", limit);
+		/* The write reclaims down to the limit before it returns. */
+		t0 = orch_now();
+		err = orch_write_file(max_file, text);
+		TEST_ASSERT(!err, "writing %s to %s: %s", text, max_file, strerror(-err));
+		orch_metric("limit_s", orch_now() - t0);
+	}
+	orch_metric_u64("limit_bytes", limit);
+	if (reclaim_bytes)
+		pthread_create(&thread, NULL, reclaim_main, NULL);
+	orch_vcpus_go();
+	sleep(seconds);
+	orch_vcpus_stop();
+	if (reclaim_bytes) {
+		__atomic_store_n(&reclaim_stop, true, __ATOMIC_RELEASE);
+		pthread_join(thread, NULL);
+	}
+	/* Stats of the pressure phase only: before the limit goes and vCPUs catch up. */
+	read_stats(after);
+	lift_limit();
+	orch_vcpus_report(vm, vcpu_bytes / memstress_args.guest_page_size);
+
+	orch_metric_u64("reclaim_requests", reclaim.requests);
+	orch_metric_u64("reclaim_ok", reclaim.ok);
+	orch_metric_u64("reclaim_eagain", reclaim.eagain);
+	orch_metric_u64("reclaim_errors", reclaim.errors);
+	orch_metric("reclaim_total_s", reclaim.total_s);
+	orch_metric("reclaim_max_s", reclaim.max_s);
+	for (i = 0; i < NR_STAT_KEYS; i++) {
+		if (before[i] < 0 || after[i] < 0)
+			continue;	/* not in this kernel's memory.stat */
+		snprintf(name, sizeof(name), "memcg_%s", stat_keys[i]);
+		orch_metric_u64(name, after[i] - before[i]);
+	}
+	pr_info("pressure phase: %" PRIu64 " of %" PRIu64 " bytes allowed, %" PRId64 " pages reclaimed (pgsteal)\n",
+		limit, usage, after[1] - before[1]);
+	memstress_destroy_vm(vm);
+	TEST_ASSERT(!reclaim.errors, "%" PRIu64 " memory.reclaim request(s) failed", reclaim.errors);
+	return 0;
+}
