@@ -6,6 +6,7 @@ build error, failed verdict), 2 usage or infrastructure error.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -41,18 +42,26 @@ def cmd_install_deps(args: argparse.Namespace) -> int:
     return hostdeps.install()
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from .pipeline import BuildRequest, SeriesDidNotApply, build_variant
-    req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set,
-                       jobs=args.jobs, per_patch=args.per_patch, selftests=not args.no_selftests)
+def _build(req):
+    """build_variant, or the exit status after reporting why the variant did not build."""
+    from .pipeline import SeriesDidNotApply, build_variant
     try:
-        vb = build_variant(req)
+        return build_variant(req)
     except SeriesDidNotApply as exc:
         print(exc.result.report())
         return EXIT_FAIL
     except BuildFailed as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         return EXIT_FAIL
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .pipeline import BuildRequest
+    req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set,
+                       jobs=args.jobs, per_patch=args.per_patch, selftests=not args.no_selftests)
+    vb = _build(req)
+    if isinstance(vb, int):
+        return vb
     if vb.apply is not None:
         print(vb.apply.report())
     for pb in vb.per_patch:
@@ -123,6 +132,10 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
             for c in cells:
                 print(c.key)
         return EXIT_OK
+    if args.results is None:
+        from .paths import safe_name
+        # The name comes from the matrix file and becomes a directory: no "../x", no "/x".
+        safe_name(matrix.name, what=f"matrix name in {matrix.path} (it names the results directory results/NAME)")
     results = args.results or Path("results") / matrix.name
     opts = RunOptions(results_dir=results.resolve(), matrix_arg=args.matrix or "default", resume=args.resume,
                       jobs=args.jobs or default_jobs())
@@ -164,21 +177,13 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from .guestshell import GuestShell
     from .machine import shape_by_name
     from .nested_kvm import check_nested_kvm
-    from .pipeline import BuildRequest, SeriesDidNotApply, build_variant
-    from .runner import SELFTEST_GUEST_DIR
+    from .pipeline import BuildRequest
     req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set, jobs=args.jobs)
-    try:
-        vb = build_variant(req)
-    except SeriesDidNotApply as exc:
-        print(exc.result.report())
-        return EXIT_FAIL
-    except BuildFailed as exc:
-        print(f"BUILD FAILED: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+    vb = _build(req)
+    if isinstance(vb, int):
+        return vb
     shape = shape_by_name(args.machine)
-    extra = {f"{SELFTEST_GUEST_DIR}/{p.name}": p for p in (vb.selftests.out_dir.iterdir() if vb.selftests else [])
-             if p.is_file() and p.name != "metadata.json" and not p.name.endswith((".log", ".json"))}
-    extra.update(vb.guest_programs)
+    extra = vb.guest_files()
     workdir = args.workdir or Path("results") / "boot" / vb.variant
     with start_guest(shape, vb.kernel.image, workdir=workdir.resolve(), extra=extra, cmdline_extra=args.append or "") as g:
         argv = (workdir / "qemu-argv.txt").read_text().split("\n") if (workdir / "qemu-argv.txt").exists() else []
@@ -263,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"error: no space left on device{where}\n  how to fix: free space (the cache is under "
+              "$XDG_CACHE_HOME/arm64-orchestrator)", file=sys.stderr)
+        return EXIT_INFRA
 
 
 if __name__ == "__main__":

@@ -17,10 +17,14 @@ from .errors import BuildFailed, UserError
 from .guest_programs import build_guest_programs
 from .kconfig import load_config_set
 from .progress import Progress
+from .selftests import WANTED as WANTED_SELFTESTS
 from .selftests import SelftestsBuild, build_selftests
 from .series import Series
 from .source import PreparedSource, SourceSpec, git, prepare, worktree_identity
 from .variants import resolve
+
+
+SELFTEST_GUEST_DIR = "/opt/orch/selftests"
 
 
 class SeriesDidNotApply(Exception):
@@ -75,6 +79,15 @@ class VariantBuild:
     selftests: SelftestsBuild | None
     per_patch: list[PatchBuild] = field(default_factory=list)
     guest_programs: dict[str, Path] = field(default_factory=dict)  # guest path -> host file
+
+    def guest_files(self) -> dict[str, Path]:
+        """Everything the guest image carries from this build: guest path -> host file."""
+        files: dict[str, Path] = {}
+        if self.selftests is not None:
+            for name in WANTED_SELFTESTS:
+                files[f"{SELFTEST_GUEST_DIR}/{name}"] = self.selftests.binary(name)
+        files.update(self.guest_programs)
+        return files
 
 
 def _checkout(source: PreparedSource, series: Series | None, progress: Progress) -> tuple[str, ApplyResult | None]:
