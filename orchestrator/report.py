@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .matrix import Matrix
+from .race_report import race_section
 from .results import FAILED, ERROR, CellRecord
 from .stats import aa_noise_pct, compare
 
@@ -93,6 +94,8 @@ def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path]]) -> str:
             noise = f"±{c.noise_pct:.1f}%" if c.noise_pct is not None else "not measured"
             lines.append(f"| {wl} | {pair} | {KEY_METRICS[metric]} | {_fmt(c.a.median)} ({_fmt(c.a.minimum)}–{_fmt(c.a.maximum)}, {c.a.n}) | "
                          f"{_fmt(c.b.median)} ({_fmt(c.b.minimum)}–{_fmt(c.b.maximum)}, {c.b.n}) | {change} | {ci} | {noise} | {c.verdict} |")
+    if section := race_section(records):
+        lines += ["", section.rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -176,7 +179,8 @@ the noise floor is the A/A difference between halves of each variant's repeats. 
 
 def _extra_sections_html(records: list[CellRecord]) -> list[str]:
     """Sections other modules contribute (e.g. race evidence), as HTML."""
-    return []
+    section = race_section(records)
+    return [f"<h2>Race evidence</h2><pre>{html.escape(section)}</pre>"] if section else []
 
 
 def write_reports(matrix: Matrix, recs: list[tuple[CellRecord, Path]], out: Path) -> None:

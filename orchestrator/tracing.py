@@ -20,6 +20,9 @@ TRACEFS = "/sys/kernel/tracing"
 _EVENT = re.compile(r"^[a-z0-9_]+:[a-z0-9_]+$")
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(\+0x[0-9a-f]+|\+[0-9]+)?$")
 _PROBE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# Event filter of a recorded probe: field comparisons joined by && / || (see
+# Documentation/trace/events.rst, "Event filtering"), e.g. "ret != 0".
+_FILTER = re.compile(r"^[A-Za-z0-9_ =!<>&|()\-]+$")
 KPROBE_GROUP = "orch"
 
 
@@ -30,6 +33,7 @@ class Kprobe:
     kind: str = "p"  # "p" entry probe, "r" return probe
     fetch: str = ""  # e.g. "ret=$retval" for return probes
     record: bool = False  # False: count hits only (kprobe_profile), record no events
+    filter: str = ""  # with record: keep only matching events (e.g. "ret != 0"); hits still count all
 
     def definition(self) -> str:
         return f"{self.kind}:{KPROBE_GROUP}/{self.name} {self.symbol} {self.fetch}".strip()
@@ -53,6 +57,10 @@ class TracepointSet:
                 # Count only: kprobe_profile counts hits even when the filter
                 # drops every event, so the buffer stays free for tracepoints.
                 lines.append(f"echo 'common_pid < 0' > $T/events/{KPROBE_GROUP}/{kp.name}/filter")
+            elif kp.filter:
+                # Rare events worth their fields (a lost race) stay in the buffer
+                # instead of being overwritten by the common case.
+                lines.append(f"echo {q(kp.filter)} > $T/events/{KPROBE_GROUP}/{kp.name}/filter")
             lines.append(f"echo 1 > $T/events/{KPROBE_GROUP}/{kp.name}/enable")
         for ev in self.events:
             group, name = ev.split(":")
@@ -95,7 +103,12 @@ def load_tracepoint_set(name: str) -> TracepointSet:
         fetch = str(kp.get("fetch", ""))
         if kind not in ("p", "r") or not re.fullmatch(r"[A-Za-z0-9_=$%+:()\- ]*", fetch):
             raise UserError(f"{path}: kprobes[{i}]: kind must be p or r; fetch args may use [A-Za-z0-9_=$%+:()- ]")
-        kprobes.append(Kprobe(kp["name"], kp["symbol"], kind, fetch, bool(kp.get("record", False))))
+        record = bool(kp.get("record", False))
+        filt = str(kp.get("filter", "")).strip()
+        if filt and (not record or not _FILTER.match(filt)):
+            raise UserError(f"{path}: kprobes[{i}].filter: {filt!r}: a filter needs record: true and may use "
+                            "[A-Za-z0-9_ =!<>&|()-] only", hint='e.g. filter: "ret != 0"')
+        kprobes.append(Kprobe(kp["name"], kp["symbol"], kind, fetch, record, filt))
     size = int(data.get("buffer_size_kb", 1024))
     if not 64 <= size <= 65536:
         raise UserError(f"{path}: buffer_size_kb must be 64..65536 (per CPU)")

@@ -15,7 +15,7 @@ import yaml
 
 from .errors import UserError
 from .evidence import WorkloadRun
-from .results import FAILED, PASSED, Step
+from .results import ERROR, FAILED, PASSED, Step
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CHECK = re.compile(r"^(?P<lhs>.+?)\s*(?P<op>>=|<=|==|>|<)\s*(?P<rhs>.+)$")
@@ -91,7 +91,11 @@ def verdict_steps(run: WorkloadRun, expectations: list[Expectation]) -> list[Ste
     exercised = calls > 0 and lock_acq > 0
     steps.append(Step(f"verdict {run.name}: path exercised", PASSED if exercised else FAILED, 0.0,
                       "" if exercised else "the run never aged KVM memory: " + detail, output=detail))
-    if run.crashes:
+    if "dmesg" in run.missing:
+        # No kernel log, no claim either way: a pass here would be unfounded.
+        steps.append(Step(f"verdict {run.name}: no kernel warnings", ERROR, 0.0,
+                          "dmesg could not be fetched from the guest: warnings unknown"))
+    elif run.crashes:
         first = run.crashes[0]
         titles = "; ".join(c.title for c in run.crashes)
         steps.append(Step(f"verdict {run.name}: no kernel warnings", FAILED, 0.0, f"{len(run.crashes)} report(s): {titles}",
