@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import errno
 import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +40,7 @@ from typing import Sequence
 import pexpect
 
 from . import proc
+from .errors import UserError
 
 # (stage name, text that marks it), in boot order.
 STAGES: tuple[tuple[str, str], ...] = (
@@ -44,11 +50,23 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 PANIC_START = "Kernel panic - not syncing"
 PANIC_END = "---[ end Kernel panic"
+# kernel_restart() (reboot(2), `reboot -f`): with -no-reboot QEMU then exits.
+REBOOT_LINE = "reboot: Restarting system"
 # After a panic starts, keep reading this long for the rest of the report.
 PANIC_GRACE_S = 5.0
 LAST_LINES = 60
 # n_tty's canonical mode reads at most 4095 bytes a line.
 MAX_COMMAND_LINE = 3800
+# Bounds on what a guest can make us hold, whatever it prints (binary garbage,
+# a line that never ends): one console line, and a command's output (its head
+# and tail are kept, the middle is dropped and the drop is said in the output).
+MAX_LINE_CHARS = 4096
+MAX_PENDING = 1 << 20
+KEEP_HEAD = 256 << 10
+KEEP_TAIL = 256 << 10
+# How often a command's output is searched in full for its end marker when no
+# new "END-" arrived (a kernel message may have split the marker).
+FULL_PARSE_EVERY_S = 1.0
 _KMSG_FRAGMENT = re.compile(r"\[\s*\d+\.\d+\][^\n]*\n")
 _READY_RE = re.compile(r"ORCH-READY uptime=([0-9.]+)")
 
@@ -75,7 +93,8 @@ class BootFailure(ConsoleError):
     def __init__(self, stage: str | None, reason: str, last_lines: Sequence[str],
                  log_path: Path | None = None, detail: str = ""):
         self.stage = stage  # last stage reached (None: not even the banner)
-        self.reason = reason  # "hang" | "panic" | "qemu-exit" | "timeout"
+        self.reason = reason  # "hang" | "panic" | "qemu-exit" | "reboot" | "timeout"
+        self.detail = detail
         msg = f"boot failed ({reason}) after stage {stage or 'none'}"
         super().__init__(msg + (f": {detail}" if detail else ""), last_lines, log_path)
 
@@ -83,9 +102,12 @@ class BootFailure(ConsoleError):
 class GuestCrashed(ConsoleError):
     """Panic or QEMU exit while running a command."""
 
-    def __init__(self, reason: str, last_lines: Sequence[str], log_path: Path | None = None):
+    def __init__(self, reason: str, last_lines: Sequence[str], log_path: Path | None = None,
+                 detail: str = ""):
         self.reason = reason  # "panic" | "qemu-exit"
-        super().__init__(f"guest stopped while running a command ({reason})", last_lines, log_path)
+        self.detail = detail  # the panic line, or how QEMU ended
+        msg = f"guest stopped while running a command ({reason})"
+        super().__init__(msg + (f": {detail}" if detail else ""), last_lines, log_path)
 
 
 class CommandTimeout(ConsoleError):
@@ -197,6 +219,7 @@ class GuestConsole:
         self._lines: deque[str] = deque(maxlen=LAST_LINES)
         self._partial = ""
         self._pending = ""  # text not yet consumed by a command/boot wait
+        self._trim: tuple[str, str, int] | None = None  # (kept head, note, dropped) of a long output
         self._tail = ""  # end of previous chunk, for markers split across reads
         self._panic_at: float | None = None
         self._started = 0.0
@@ -208,6 +231,9 @@ class GuestConsole:
 
     # -- process lifetime -----------------------------------------------------
     def start(self) -> None:
+        if shutil.which(self.argv[0], path=(self._env or os.environ).get("PATH")) is None:
+            raise UserError(f"{self.argv[0]} not found on PATH",
+                            hint="apt-get install qemu-system-arm   (or run `orchestrator install-deps`)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb", buffering=0)
         parent = os.getpid()
@@ -290,6 +316,11 @@ class GuestConsole:
             return True
         except pexpect.EOF:
             return False
+        except OSError as exc:
+            # pexpect writes the log as it reads: a full disk surfaces here.
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(exc.errno, f"{exc.strerror} (writing the console log)", str(self.log_path)) from exc
+            raise
         text = self._decoder.decode(data)
         if not text:
             return True
@@ -301,8 +332,102 @@ class GuestConsole:
             self._panic_at = time.monotonic()
         parts = (self._partial + text.replace("\r", "")).split("\n")
         self._partial = parts.pop()
-        self._lines.extend(parts)
+        if len(self._partial) > MAX_LINE_CHARS:  # a line that never ends (binary output)
+            parts.append(self._partial[:MAX_LINE_CHARS] + " [...]")
+            self._partial = ""
+        self._lines.extend(ln if len(ln) <= MAX_LINE_CHARS else ln[:MAX_LINE_CHARS] + " [...]"
+                           for ln in parts[-LAST_LINES:])
         return True
+
+    def _bound_pending(self, start_marker: str) -> None:
+        """Keep at most MAX_PENDING characters of a command's unconsumed output:
+        from its start marker the first KEEP_HEAD characters, a note of how much
+        was dropped, and the latest characters (where the end marker will be)."""
+        if len(self._pending) <= MAX_PENDING:
+            return
+        begin = self._pending.find(start_marker)
+        if begin < 0:  # not started yet: only the end can matter
+            self._pending = self._pending[-KEEP_TAIL:]
+            return
+        body = self._pending[begin:]
+        if self._trim is None:
+            head, rest, dropped = body[:KEEP_HEAD], body[KEEP_HEAD:], 0
+        else:
+            head, note, dropped = self._trim
+            rest = body[len(head) + len(note):]
+        dropped += len(rest) - KEEP_TAIL
+        note = f"\n[... {dropped} characters of console output dropped ...]\n"
+        self._trim = (head, note, dropped)
+        self._pending = head + note + rest[-KEEP_TAIL:]
+
+    @contextmanager
+    def reading_in_background(self) -> Iterator[None]:
+        """Keep reading the console while another channel (SSH) runs a command.
+
+        Nobody else reads the pty then; once its buffer is full QEMU blocks in
+        the guest's next UART write, and the guest stops (a burst of kernel
+        messages was enough).  Output read here goes to the log and the last
+        lines (panics are noticed); it is not a command's output.  The caller
+        must not use the console in the block.
+        """
+        if not self.alive:
+            yield
+            return
+        stop = threading.Event()
+        failed: list[BaseException] = []
+
+        def pump() -> None:
+            try:
+                # Short waits: the SSH command's caller joins this thread after each command.
+                while not stop.is_set() and self._read(0.05):
+                    self._pending = ""
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=pump, name="console-reader", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if failed:
+            raise failed[0]
+
+    def drain(self, quiet: float = 1.0, limit: float = 10.0) -> None:
+        """Read what QEMU printed until EOF, `quiet` s without output, or `limit` s
+        (e.g. the panic of a guest that died while SSH ran a command)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            before = self._last_output
+            if not self._read(min(quiet, max(0.0, end - time.monotonic()))):
+                self._finish_exit()
+                return
+            self._pending = self._pending[-KEEP_TAIL:]
+            if self._last_output == before and self._panic_at is None:
+                return
+            if self._panic_at is not None and self._panic_complete():
+                return
+
+    def exit_detail(self) -> str:
+        """How QEMU ended, for messages ("" while it runs)."""
+        if self.alive:
+            return ""
+        status = self.exit_status
+        if status is None and self._handle is not None:
+            status = self._handle.poll()
+        if status is None:
+            return "QEMU exited"
+        if status < 0:
+            try:
+                name = signal.Signals(-status).name
+            except ValueError:
+                name = f"signal {-status}"
+            return f"QEMU was killed by {name}"
+        return f"QEMU exited with status {status}"
+
+    def reboot_seen(self) -> bool:
+        return any(REBOOT_LINE in ln for ln in self.last_lines)
 
     def panic_line(self) -> str | None:
         """The "Kernel panic - not syncing: ..." line, once one was seen."""
@@ -333,6 +458,8 @@ class GuestConsole:
                 if name not in self.boot_info.stages and marker in chunk:
                     self.boot_info.stages[name] = time.monotonic() - self._started
                     stage = name
+            if "ready" not in self.boot_info.stages and len(self._pending) > MAX_PENDING:
+                self._pending = self._pending[-256:]  # stages found so far are recorded
             scanned = len(self._pending)
             if "ready" in self.boot_info.stages:
                 match = _READY_RE.search(self._pending)
@@ -356,8 +483,15 @@ class GuestConsole:
                                   f"no console output for {silence:g} s")
             if not self._read(min(0.5, deadline - now)):
                 self._finish_exit()
+                if self.reboot_seen():
+                    # Without -no-reboot this would start over: a boot loop.
+                    raise BootFailure(stage, "reboot", self.last_lines, self.log_path,
+                                      f"the guest rebooted before the ready marker ({REBOOT_LINE!r}); "
+                                      "-no-reboot stopped what would be a boot loop")
+                # QEMU's own complaint (bad option, missing file) names the problem.
+                own = [ln.strip() for ln in self.last_lines if ln.startswith(Path(self.argv[0]).name + ":")]
                 raise BootFailure(stage, "qemu-exit", self.last_lines, self.log_path,
-                                  f"QEMU exited with status {self.exit_status}")
+                                  f"QEMU exited with status {self.exit_status}" + (f": {own[-1]}" if own else ""))
 
     def boot(self, *, silence: float = 90.0, overall: float = 300.0) -> BootInfo:
         if self._child is None:
@@ -382,10 +516,23 @@ class GuestConsole:
             self._echo_off = True
             line = "stty -echo 2>/dev/null; " + line
         self._pending = ""
+        self._trim = None
         start = time.monotonic()
         self._send(line)
+        end_marker = f"END-{nonce}-"
+        end_seen = False
+        last_full = 0.0
+        checked = 0  # offset up to which the end marker was looked for
         while True:
-            parsed = parse_command_output(self._pending, nonce)
+            # Parse only once the end marker may have arrived: output is
+            # bounded, but searching all of it on every read would not be.
+            now = time.monotonic()
+            end_seen = end_seen or end_marker in self._pending[max(0, checked - len(end_marker)):]
+            checked = len(self._pending)
+            parsed = None
+            if end_seen or now - last_full >= FULL_PARSE_EVERY_S:
+                last_full = now
+                parsed = parse_command_output(self._pending, nonce)
             if parsed is not None:
                 status, output = parsed
                 end = self._pending.find(f"END-{nonce}-")
@@ -394,7 +541,7 @@ class GuestConsole:
             if self._panic_at is not None:
                 while not self._panic_complete() and self._read(0.2):
                     pass
-                raise GuestCrashed("panic", self.last_lines, self.log_path)
+                raise GuestCrashed("panic", self.last_lines, self.log_path, self.panic_line() or "")
             remaining = start + timeout - time.monotonic()
             if remaining <= 0:
                 partial = self._pending
@@ -402,7 +549,11 @@ class GuestConsole:
                 raise CommandTimeout(cmd, timeout, partial, self.last_lines, self.log_path)
             if not self._read(min(0.5, remaining)):
                 self._finish_exit()
-                raise GuestCrashed("qemu-exit", self.last_lines, self.log_path)
+                raise GuestCrashed("qemu-exit", self.last_lines, self.log_path, self.exit_detail())
+            before = len(self._pending)
+            self._bound_pending(f"BEGIN-{nonce}")
+            if len(self._pending) != before:
+                checked = 0
 
     def _interrupt(self) -> None:
         """Ctrl-C the stuck command (the shell has a controlling tty: cttyhack)."""

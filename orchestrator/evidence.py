@@ -10,25 +10,36 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .guestshell import GuestShell
+from .console import GuestCrashed
+from .guestshell import ConnectionLost, GuestShell
 from .parsers.crashlog import Crash, find_crashes
 from .parsers.lockstat import parse_lock_stat, summary as lock_summary
 from .parsers.lrugen import parse_lru_gen
 from .parsers.tracestats import buffer_totals, parse_cpu_stats, parse_kprobe_profile, summarize_trace
 from .parsers.vmstat import delta, parse_vmstat
+from .race_report import race_metrics
 from .tracing import KPROBE_GROUP, TracepointSet
-from .workloads import Workload, parse_phase_timings
+from .workloads import Workload, parse_workload_output
 
 GUEST_EVIDENCE = "/tmp/orch-evidence"
 CGROUP = "/sys/fs/cgroup/orch-workload"
 LOCK_CLASSES = {"&(kvm)->mmu_lock": "lock.mmu_lock"}
 # Files fetched after the run (guest name -> kept under the same name).
 EVIDENCE_FILES = ("lock_stat", "trace", "trace_stats", "kprobe_profile", "vmstat.before", "vmstat.after",
-                  "lru_gen.before", "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out")
+                  "lru_gen.before", "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out",
+                  "memcg.events.before", "memcg.events.after")
+# The host waits this much longer than the guest-side limit before it gives up
+# on the guest (which then stopped answering).
+HOST_MARGIN_S = 120
+# __oom_kill_process(): "Out of memory: Killed process ..." (whole guest) or
+# "Memory cgroup out of memory: Killed process ..." (a memory.max limit).
+_OOM_KILL = re.compile(r"(?P<what>Memory cgroup out of memory|Out of memory): Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)")
+_FAULT_LINE = re.compile(r"unhandled|segfault|Unable to handle|general protection", re.I)
 
 
 @dataclass
@@ -43,6 +54,48 @@ class WorkloadRun:
     crashes: list[Crash] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # evidence files that could not be fetched
     via: str = "ssh"
+    ended_by: str = ""  # why it did not end normally: timeout, OOM kill, signal ... ("" if it exited)
+    ssh_lost: str = ""  # SSH dropped during the run (the rest used the serial console)
+    dmesg_excerpt: str = ""  # the guest kernel's lines about how it ended (OOM report, fault)
+
+
+def _memcg_counter(text: str | None, name: str) -> int:
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name and parts[1].isdigit():
+            return int(parts[1])
+    return 0
+
+
+def classify_end(exit_status: int | None, seconds: float, limit: int, dmesg: str,
+                 oom_kills: int) -> tuple[str, str]:
+    """(why the workload did not end normally, the dmesg lines that say so); ("", "") if it exited.
+
+    A SIGKILL (137) is the guest-side time limit only when no OOM kill
+    happened; the kernel's OOM report says whether a memory cgroup limit or
+    the whole guest ran out of memory.
+    """
+    if exit_status is None or exit_status < 128:
+        return "", ""
+    sig = exit_status - 128
+    oom = [m for m in _OOM_KILL.finditer(dmesg)]
+    if sig == signal.SIGKILL and (oom_kills > 0 or oom):
+        lines = [ln for ln in dmesg.splitlines() if "out of memory" in ln.lower() or "oom-kill:" in ln]
+        if oom and oom[-1]["what"] == "Out of memory":
+            why = "killed by the guest kernel's OOM killer: the whole guest ran out of memory"
+        else:
+            why = "killed by the OOM killer: its memory cgroup hit memory.max"
+        if oom:
+            why += f" ({oom[-1]['comm']}, pid {oom[-1]['pid']})"
+        return why, "\n".join(lines[-8:])
+    if sig == signal.SIGKILL and seconds >= limit - 1:
+        return f"timed out: the guest-side limit of {limit} s killed it (SIGKILL)", ""
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    faults = [ln for ln in dmesg.splitlines() if _FAULT_LINE.search(ln)]
+    return f"killed by {name} (exit status {exit_status})", "\n".join(faults[-8:])
 
 
 def _setup_script(tpset: TracepointSet | None) -> str:
@@ -50,7 +103,8 @@ def _setup_script(tpset: TracepointSet | None) -> str:
     lines = [f"rm -rf {e}; mkdir -p {e}", f"cat /proc/vmstat > {e}/vmstat.before",
              f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.before 2>/dev/null",
              f"cat /sys/kernel/mm/lru_gen/enabled > {e}/lru_gen_enabled 2>/dev/null",
-             f"mkdir -p {CGROUP}", "dmesg -c > /dev/null"]
+             f"mkdir -p {CGROUP}", f"cat {CGROUP}/memory.events > {e}/memcg.events.before 2>/dev/null",
+             "dmesg -c > /dev/null"]
     if tpset is not None:
         lines.append(tpset.setup_script())
     lines.append("[ -w /proc/lock_stat ] && echo 0 > /proc/lock_stat")
@@ -62,7 +116,10 @@ def _teardown_script(tpset: TracepointSet | None) -> str:
     lines = []
     if tpset is not None:
         lines.append(tpset.teardown_script(e))
-    lines += [f"cat /proc/lock_stat > {e}/lock_stat 2>/dev/null", f"cat /proc/vmstat > {e}/vmstat.after",
+    # Lift a limit the workload may have set: the next run starts unlimited.
+    lines += [f"cat {CGROUP}/memory.events > {e}/memcg.events.after 2>/dev/null",
+              f"echo max > {CGROUP}/memory.max 2>/dev/null",
+              f"cat /proc/lock_stat > {e}/lock_stat 2>/dev/null", f"cat /proc/vmstat > {e}/vmstat.after",
               f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.after 2>/dev/null", f"dmesg > {e}/dmesg"]
     return "\n".join(lines) + "\ntrue"
 
@@ -81,29 +138,51 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
                  f"echo $? > {GUEST_EVIDENCE}/workload.rc; cat {GUEST_EVIDENCE}/workload.rc")
     t0 = time.monotonic()
     timed_out = False
+    ended_by = ""
     try:
-        rc_status, rc_out = shell.run(guest_cmd, timeout=limit + 120)
+        rc_status, rc_out = shell.run(guest_cmd, timeout=limit + HOST_MARGIN_S)
         rc_text = rc_out.strip().splitlines()[-1] if rc_out.strip() else ""
         exit_status = int(rc_text) if re.fullmatch(r"\d+", rc_text) else None
+    except GuestCrashed:
+        raise  # the guest is gone: nothing left to collect; the caller reports it
+    except ConnectionLost as exc:  # the guest lives: collect over the serial console
+        exit_status = None
+        ended_by = f"exit status unknown: {shell.ssh_lost}"
+        (outdir / "workload.error").write_text(f"{exc.args[0]}\n")
     except Exception as exc:  # console/ssh timeout: the guest stopped answering
         exit_status, timed_out = None, True
+        ended_by = (f"no result from the guest within {limit + HOST_MARGIN_S} s (limit {limit} s + "
+                    f"{HOST_MARGIN_S} s): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         (outdir / "workload.error").write_text(f"{type(exc).__name__}: {exc}\n")
     seconds = time.monotonic() - t0
-    if exit_status == 137:  # SIGKILL from the guest-side timeout
-        timed_out = True
     missing: list[str] = []
     if not timed_out or exit_status is not None:
         shell.run(_teardown_script(tpset), timeout=300)
         for name in EVIDENCE_FILES:
             try:
                 shell.fetch(f"{GUEST_EVIDENCE}/{name}", outdir / name)
+            except GuestCrashed:
+                raise
             except Exception:  # noqa: BLE001 - a missing file is reported, not fatal
                 missing.append(name)
     output = (outdir / "workload.out").read_text(errors="replace") if (outdir / "workload.out").exists() else ""
-    run = WorkloadRun(workload.name, cmd, exit_status, seconds, output, timed_out, missing=missing, via=shell.via)
+    dmesg = (outdir / "dmesg").read_text(errors="replace") if (outdir / "dmesg").exists() else ""
+
+    def events(name: str) -> str | None:
+        p = outdir / name
+        return p.read_text(errors="replace") if p.is_file() else None
+
+    oom_kills = (_memcg_counter(events("memcg.events.after"), "oom_kill")
+                 - _memcg_counter(events("memcg.events.before"), "oom_kill"))
+    excerpt = ""
+    if not ended_by:
+        ended_by, excerpt = classify_end(exit_status, seconds, limit, dmesg, oom_kills)
+        timed_out = timed_out or ended_by.startswith("timed out")
+    run = WorkloadRun(workload.name, cmd, exit_status, seconds, output, timed_out, missing=missing, via=shell.via,
+                      ended_by=ended_by, ssh_lost=shell.ssh_lost, dmesg_excerpt=excerpt)
     run.metrics = evidence_metrics(outdir, workload, tpset)
     run.metrics["workload.seconds"] = round(seconds, 3)
-    dmesg = (outdir / "dmesg").read_text(errors="replace") if (outdir / "dmesg").exists() else ""
+    run.metrics["memcg.oom_kill"] = float(max(0, oom_kills))
     run.crashes = find_crashes(dmesg)
     return run
 
@@ -115,8 +194,8 @@ def evidence_metrics(outdir: Path, workload: Workload, tpset: TracepointSet | No
         return p.read_text(errors="replace") if p.is_file() else None
 
     m: dict[str, float] = {}
-    if (out := text("workload.out")) is not None and workload.output == "phase-timings":
-        m.update(parse_phase_timings(out))
+    if (out := text("workload.out")) is not None:
+        m.update(parse_workload_output(workload, out))
     if (ls := text("lock_stat")) is not None:
         m.update(lock_summary(parse_lock_stat(ls), LOCK_CLASSES))
     if (kp := text("kprobe_profile")) is not None:
@@ -140,6 +219,9 @@ def evidence_metrics(outdir: Path, workload: Workload, tpset: TracepointSet | No
             m[f"trace.{name}.count"] = ev.count
             if ev.rate_per_s is not None:
                 m[f"trace.{name}.rate_per_s"] = round(ev.rate_per_s, 3)
+    if tpset is not None and tpset.name == "race" and (tr_race := text("trace")) is not None:
+        # dmesg may be None (not fetched): race_metrics then marks warnings unknown.
+        m.update(race_metrics(tr_race, text("dmesg")))
     if (before := text("vmstat.before")) is not None and (after := text("vmstat.after")) is not None:
         for k, v in delta(parse_vmstat(before), parse_vmstat(after)).items():
             if k.startswith(("pgscan", "pgsteal", "pswp", "workingset", "pgrefill", "pgactivate", "pgdeactivate")):

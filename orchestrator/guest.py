@@ -8,6 +8,8 @@ Leaving the block powers the guest off (and kills QEMU if it does not stop).
 """
 from __future__ import annotations
 
+import errno
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -15,14 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .console import BootFailure, BootInfo, GuestConsole
+from .console import _KMSG_FRAGMENT, BootFailure, BootInfo, GuestConsole
 from .guest_image import GuestImage, build_image
 from .machine import MachineShape, render_qemu_argv
 from .nested_kvm import PROBE_GUEST_PATH, build_kvm_probe
+from .paths import cache_dir
 from .ssh import SshError, SshSession, free_port, port_in_use_failure, wait_for_ssh
 from .sshkeys import GuestKeys
 
 PORT_ATTEMPTS = 3
+# paramiko logs each failed attempt of wait_for_ssh (with a traceback) from its
+# transport thread; without a handler Python prints that on stderr.  What
+# failed is reported through SshError / the "ssh" step instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+# guest/init prints "ORCH-SSH ok pid=N" or "ORCH-SSH failed" before the ready
+# marker when asked to start sshd (orch.ssh=1), and nothing when not.
+SSH_MARKER = "ORCH-SSH"
+SSH_FAILED_MARKER = "ORCH-SSH failed"
+
+
+def sshd_problem(boot_log: str) -> str:
+    """Why guest/init did not start sshd, from the boot log; "" if it did (or may have)."""
+    text = _KMSG_FRAGMENT.sub("", boot_log.replace("\r", ""))  # a kernel message may split a line
+    if SSH_FAILED_MARKER in text:
+        return f"guest init could not start sshd ({SSH_FAILED_MARKER!r} on the console)"
+    if SSH_MARKER not in text:
+        return "guest init did not start sshd (no ORCH-SSH line before the ready marker; orch.ssh=0 on the command line?)"
+    return ""
 
 
 @dataclass
@@ -58,17 +79,26 @@ def start_guest(
     if ssh and keys is None:
         keys = GuestKeys.generate()  # per run: nothing to leak or go stale
     files = {PROBE_GUEST_PATH: build_kvm_probe(), **(extra or {})}
-    image = build_image(
-        extra=files,
-        ssh_pubkey=keys.client.openssh_public() if ssh and keys else None,
-        host_key=keys.host if ssh and keys else None,
-    )
+    try:
+        image = build_image(
+            extra=files,
+            ssh_pubkey=keys.client.openssh_public() if ssh and keys else None,
+            host_key=keys.host if ssh and keys else None,
+        )
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(f"no space left on device for the guest image in the cache {cache_dir('images')}",
+                        hint="free space under $XDG_CACHE_HOME/arm64-orchestrator (or point XDG_CACHE_HOME "
+                             "at a larger file system)") from None
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port() if ssh else None
             argv = render_qemu_argv(shape, kernel, image.path, cmdline_extra, port)
             console = GuestConsole(argv, workdir / "console.log")
+            # Written first: a QEMU that fails to start is reproduced from it.
+            (workdir / "qemu-argv.txt").write_text("\n".join(argv) + "\n")
             try:
                 console.start()
                 info = console.wait_ready(silence=silence, overall=overall)
@@ -86,8 +116,10 @@ def start_guest(
         stack.callback(console.poweroff, 15.0)
         session = None
         ssh_error = ""
-        (workdir / "qemu-argv.txt").write_text("\n".join(argv) + "\n")
         if ssh and keys is not None and port is not None:
+            # The boot log says whether init started sshd: if not, waiting is pointless.
+            ssh_error = sshd_problem(console.log_path.read_bytes().decode(errors="replace"))
+        if ssh and keys is not None and port is not None and not ssh_error:
             try:
                 session = wait_for_ssh(port, keys.client, keys.host,
                                        deadline=time.monotonic() + ssh_timeout, alive=lambda: console.alive)
@@ -95,6 +127,9 @@ def start_guest(
             except SshError as exc:
                 # The serial console still works: carry on over it and say so.
                 if not console.alive:
-                    raise BootFailure("ready", "qemu-exit", console.last_lines) from exc
+                    console.drain()
+                    raise BootFailure("ready", "panic" if console.panic_line() else "qemu-exit", console.last_lines,
+                                      console.log_path, (console.panic_line() or console.exit_detail())
+                                      + " while waiting for SSH") from exc
                 ssh_error = str(exc)
         yield Guest(shape, image, console, info, session, port, keys, ssh_error)

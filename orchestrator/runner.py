@@ -4,10 +4,13 @@ results are on disk after every step, and JUnit/summary after every cell.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shlex
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -16,14 +19,17 @@ from pathlib import Path
 
 from . import proc
 from .build import locked
-from .console import BootFailure, ConsoleError
+from .console import BootFailure, ConsoleError, GuestCrashed
 from .errors import BuildFailed, UserError
 from .evidence import run_workload
 from .guest import start_guest
-from .guestshell import GuestShell
+from .guestshell import ConnectionLost, GuestShell
+from .ssh import SshError
 from .junit import write_junit
+from .kconfig import load_config_set
 from .machine import shape_by_name
 from .matrix import Cell, Matrix
+from .paths import cache_root
 from .nested_kvm import check_nested_kvm
 from .paths import PATCHES_DIR, PROJECT_ROOT
 from .pipeline import BuildRequest, SeriesDidNotApply, VariantBuild, build_variant
@@ -31,10 +37,12 @@ from .progress import fmt_duration
 from .report import write_reports
 from .results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, write_json_atomic
 from .tracing import load_tracepoint_set
+from .variants import resolve as resolve_variant
 from .verdicts import load_expectations, verdict_steps
 from .workloads import load_workload
 
 EXIT_OK, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 SELFTEST_GUEST_DIR = "/opt/orch/selftests"
 
 
@@ -46,6 +54,7 @@ class RunOptions:
     jobs: int = 1
     boot_silence_s: float = 120.0
     boot_overall_s: float = 600.0
+    ssh_timeout_s: float = 60.0
 
 
 @dataclass
@@ -84,23 +93,43 @@ def build_cell_kernel(matrix: Matrix, variant: str, config_set: str) -> BuildOut
     t0 = time.monotonic()
     steps: list[Step] = []
     req = BuildRequest(source=matrix.source, series=matrix.series, variant=variant, config_set=config_set)
+    # Inputs first, each under its own step name: bad input is an error, not a failure.
+    for name, check in (("series", lambda: resolve_variant(matrix.series, variant)),
+                        ("config verification", lambda: load_config_set(config_set))):
+        try:
+            check()
+        except UserError as exc:
+            steps.append(Step(name, ERROR, time.monotonic() - t0, _one_message(exc), excerpt=str(exc)))
+            steps.append(Step("build", SKIPPED, 0.0, f"not run: {name} did not pass"))
+            return BuildOutcome(steps, None, time.monotonic() - t0)
     try:
         vb = build_variant(req)
     except SeriesDidNotApply as exc:
         for r in exc.result.results:
             status = FAILED if r.status == "failed" else SKIPPED if r.status == "not-attempted" else PASSED
-            steps.append(Step(f"apply {r.patch.name}", status, 0.0, r.detail if status != PASSED else "",
+            where = "; ".join(f.describe() for f in r.failures[:3])  # file and hunk
+            message = "; ".join(x for x in (r.detail, where) if x) if status != PASSED else ""
+            steps.append(Step(f"apply {r.patch.name}", status, 0.0, message,
                               excerpt=exc.result.report() if status == FAILED else ""))
         steps.append(Step("build", SKIPPED, 0.0, "series did not apply"))
         return BuildOutcome(steps, None, time.monotonic() - t0)
     except BuildFailed as exc:
         steps.append(Step("config verification", PASSED))
-        steps.append(Step("build", FAILED, time.monotonic() - t0, str(exc.args[0]), excerpt="\n".join(exc.first_errors)))
+        first = next((ln.strip() for ln in exc.first_errors if "error:" in ln), "")
+        steps.append(Step("build", FAILED, time.monotonic() - t0, str(exc.args[0]) + (f": {first}" if first else ""),
+                          excerpt="\n".join(exc.first_errors) + f"\nfull log: {exc.log_path}"))
         return BuildOutcome(steps, None, time.monotonic() - t0)
     except UserError as exc:
-        name = "config verification" if "config" in exc.message else "build"
-        steps.append(Step(name, FAILED if name == "config verification" else ERROR, time.monotonic() - t0, exc.message,
-                          excerpt=str(exc)))
+        # A requested option dropped by olddefconfig is the config under test
+        # failing; anything else here (missing toolchain ...) is an error.
+        dropped = "not in the final .config" in exc.message
+        steps.append(Step("config verification" if dropped else "build", FAILED if dropped else ERROR,
+                          time.monotonic() - t0, _one_message(exc), excerpt=str(exc)))
+        return BuildOutcome(steps, None, time.monotonic() - t0)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        steps.append(Step("build", ERROR, time.monotonic() - t0, _disk_full_message(exc)))
         return BuildOutcome(steps, None, time.monotonic() - t0)
     if vb.apply is not None:
         for r in vb.apply.results:
@@ -117,8 +146,10 @@ def cell_inputs_key(cell: Cell, vb: VariantBuild | None) -> str:
     machine = shape_by_name(cell.machine)
     parts = [json.dumps(cell.to_json(), sort_keys=True), vb.kernel.key if vb else "no-kernel",
              vb.selftests.key if vb and vb.selftests else "-", repr(machine),
+             # guest program paths are content-keyed cache dirs: edits change them
+             ",".join(sorted(str(p) for p in vb.guest_programs.values())) if vb else "-",
              _file_digest(workload.path, PATCHES_DIR / "expectations.yaml", *sorted((PROJECT_ROOT / "tracepoints").glob("*.yaml")),
-                          PROJECT_ROOT / "guest" / "init")]
+                          PROJECT_ROOT / "guest" / "init", *sorted((PROJECT_ROOT / "guest" / "race").glob("*")))]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
@@ -144,17 +175,20 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             extra[f"{SELFTEST_GUEST_DIR}/{name}"] = vb.selftests.binary(name)
     extra.update(vb.guest_programs)
     t0 = time.monotonic()
+    phase = "boot"  # names the step a guest failure is reported under
     try:
         with start_guest(shape, vb.kernel.image, workdir=cell_dir, extra=extra,
-                         silence=opts.boot_silence_s, overall=opts.boot_overall_s) as g:
+                         silence=opts.boot_silence_s, overall=opts.boot_overall_s,
+                         ssh_timeout=opts.ssh_timeout_s) as g:
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in g.boot.stages.items())
             rec.metrics["boot.ready_s"] = round(g.boot.stages.get("ready", time.monotonic() - t0), 3)
             rec.add(Step("boot", PASSED, time.monotonic() - t0, output=f"stages: {stages}; guest uptime {g.boot.guest_uptime}"), cell_dir)
             shell = GuestShell(g.console, g.ssh)
             if g.ssh is None:
-                rec.add(Step("ssh", SKIPPED, 0.0, f"sshd did not come up ({g.ssh_error or 'network off'}): "
+                rec.add(Step("ssh", SKIPPED, 0.0, f"no SSH: {g.ssh_error or 'the machine shape has no network'}; "
                              "using the serial console"), cell_dir)
             t1 = time.monotonic()
+            phase = "nested-kvm"
             kvm = check_nested_kvm(lambda c: shell.run(c, timeout=120))
             rec.add(Step("nested-kvm", PASSED if kvm.ok else FAILED, time.monotonic() - t1,
                          "" if kvm.ok else f"KVM not usable in the guest: {kvm.reason}",
@@ -164,44 +198,121 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
                 rec.add(Step(f"workload {workload.name}", SKIPPED, 0.0, "no KVM in the guest"), cell_dir)
                 return rec
             tpset = load_tracepoint_set(workload.tracepoints) if workload.tracepoints else None
+            phase = f"workload {workload.name}"
+            t2 = time.monotonic()
             run = run_workload(shell, workload, cell.workload.params_dict(), tpset, cell_dir / "evidence")
             rec.metrics.update(run.metrics)
             write_json_atomic(cell_dir / "metrics.json", rec.metrics)
+            if run.ssh_lost:
+                rec.add(Step("ssh", ERROR, time.monotonic() - t2,
+                             f"{run.ssh_lost}: the rest of the cell (evidence included) used the serial console"), cell_dir)
+            excerpt = "\n\n".join(x for x in (run.output[-4000:], run.dmesg_excerpt and "guest dmesg:\n" + run.dmesg_excerpt) if x)
             if run.exit_status == 0:
                 rec.add(Step(f"workload {workload.name}", PASSED, run.seconds, output=run.output[-8000:]), cell_dir)
             else:
-                why = "timed out" if run.timed_out else f"exit status {run.exit_status}"
-                rec.add(Step(f"workload {workload.name}", FAILED, run.seconds, f"{run.command}: {why}",
-                             excerpt=run.output[-4000:]), cell_dir)
+                why = run.ended_by or f"exit status {run.exit_status}"
+                status = ERROR if run.ssh_lost and run.exit_status is None else FAILED
+                rec.add(Step(f"workload {workload.name}", status, run.seconds, f"{run.command}: {why}",
+                             excerpt=excerpt), cell_dir)
+            phase = "verdicts"
             for s in verdict_steps(run, load_expectations(PATCHES_DIR / "expectations.yaml", cell.variant)):
                 rec.add(s, cell_dir)
     except BootFailure as exc:
-        rec.add(Step("boot", FAILED, time.monotonic() - t0, f"boot failed ({exc.reason}) at stage {exc.stage or 'start'}",
+        rec.add(Step("boot", FAILED, time.monotonic() - t0, f"boot failed ({exc.reason}) at stage {exc.stage or 'start'}"
+                     + (f": {exc.detail}" if exc.detail else ""),
                      excerpt="\n".join(exc.last_lines[-40:])), cell_dir)
-    except ConsoleError as exc:
-        rec.add(Step("guest", FAILED, time.monotonic() - t0, str(exc).splitlines()[0],
+    except GuestCrashed as exc:
+        rec.add(Step(phase, FAILED, time.monotonic() - t0,
+                     f"the guest stopped during {phase} ({exc.reason})" + (f": {exc.detail}" if exc.detail else ""),
+                     excerpt="\n".join(exc.last_lines[-40:])), cell_dir)
+    except ConnectionLost as exc:
+        rec.add(Step(phase, ERROR, time.monotonic() - t0, str(exc).splitlines()[0],
+                     excerpt="\n".join(exc.last_lines[-40:])), cell_dir)
+    except ConsoleError as exc:  # a command timed out on the serial console
+        rec.add(Step(phase, FAILED, time.monotonic() - t0, str(exc).splitlines()[0],
                      excerpt="\n".join(getattr(exc, "last_lines", [])[-40:])), cell_dir)
+    except SshError as exc:  # a command timed out over SSH
+        rec.add(Step(phase, FAILED, time.monotonic() - t0, str(exc)), cell_dir)
     except UserError as exc:
-        rec.add(Step("guest", ERROR, time.monotonic() - t0, exc.message, excerpt=str(exc)), cell_dir)
+        rec.add(Step(phase, ERROR, time.monotonic() - t0, _one_message(exc), excerpt=str(exc)), cell_dir)
     except (KeyboardInterrupt, SystemExit):
-        rec.add(Step("interrupted", ERROR, time.monotonic() - t0, "run interrupted (Ctrl-C / SIGTERM)"), cell_dir)
+        rec.add(Step("interrupted", ERROR, time.monotonic() - t0, f"run interrupted (Ctrl-C / SIGTERM) during {phase}"), cell_dir)
         raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise  # the results disk is full: every later cell would fail the same way
+        _internal_error(rec, cell_dir, t0, exc)
     except Exception as exc:  # noqa: BLE001 - an infrastructure bug must still become a verdict
-        rec.add(Step("orchestrator", ERROR, time.monotonic() - t0, f"{type(exc).__name__}: {exc}",
-                     excerpt=traceback.format_exc()[-4000:]), cell_dir)
+        _internal_error(rec, cell_dir, t0, exc)
+    # The same testcases in every run: what a failure kept from running is skipped.
+    names = {s.name for s in rec.steps}
+    failed = next((s for s in rec.steps if s.status in (FAILED, ERROR)), None)
+    for name in ("boot", "nested-kvm", f"workload {workload.name}"):
+        if name not in names and failed is not None:
+            rec.add(Step(name, SKIPPED, 0.0, f"not run: {failed.name} did not pass"), cell_dir)
     return rec
+
+
+def _internal_error(rec: CellRecord, cell_dir: Path, t0: float, exc: Exception) -> None:
+    rec.add(Step("orchestrator", ERROR, time.monotonic() - t0, f"{type(exc).__name__}: {exc}",
+                 excerpt=traceback.format_exc()[-4000:]), cell_dir)
+
+
+def _one_message(exc: UserError) -> str:
+    return exc.message + (f" (how to fix: {exc.hint})" if exc.hint else "")
+
+
+def _free(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free >> 10} KiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _disk_full_message(exc: OSError, results: Path | None = None) -> str:
+    where = f" writing {exc.filename}" if exc.filename else ""
+    places = ([f"results {results} ({_free(results)})"] if results else []) + [f"cache {cache_root()} ({_free(cache_root())})"]
+    return f"no space left on device{where}: {'; '.join(places)}"
+
+
+def _remove_partial_files(out: Path) -> None:
+    """Temporary files of atomic writes that an interruption or a full disk left behind."""
+    for tmp in out.rglob("*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def preflight(cells: list[Cell]) -> None:
+    """Reject bad workload parameters and machine shapes before anything is built or booted."""
+    for cell in cells:
+        load_workload(cell.workload.name).resolve_params(cell.workload.params_dict())
+        shape_by_name(cell.machine)
 
 
 def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
     out = opts.results_dir
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "matrix.json", {"matrix": str(matrix.path), "name": matrix.name,
-                                            "cells": [c.to_json() for c in cells],
-                                            "compare": matrix.compare})
+    preflight(cells)
+    try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "matrix.json", {"matrix": str(matrix.path), "name": matrix.name,
+                                                "cells": [c.to_json() for c in cells],
+                                                "compare": matrix.compare})
+    except OSError as exc:
+        _remove_partial_files(out)
+        if exc.errno in DISK_FULL:
+            raise UserError(_disk_full_message(exc, out), hint="free space or pass --results elsewhere") from None
+        raise UserError(f"cannot write results to {out}: {exc.strerror or exc}",
+                        hint="pass --results with a writable directory") from None
     proc.install_signal_handlers()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     state = RunState()
     builds: dict[tuple[str, str], BuildOutcome] = {}
     start = time.monotonic()
+    exit_code = 0
+    failure: UserError | None = None
+    done: set[str] = set()
     try:
         for i, cell in enumerate(cells, 1):
             cell_dir = out / "cells" / cell.key
@@ -223,23 +334,64 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
             rec.complete = True
             rec.save(cell_dir)
             state.records.append((rec, cell_dir))
+            done.add(cell.key)
             _say(f"cell {i}/{len(cells)} {cell.key}: {rec.status.upper()}")
             write_junit(state.records, out / "junit.xml")
             write_reports(matrix, state.records, out)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit) as exc:
         state.interrupted = True
-        _say("interrupted: writing partial results")
+        exit_code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+        # A second Ctrl-C/SIGTERM must not cut the partial results short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _say("interrupted: ending child processes, writing partial results")
+        _add_unfinished(state, cells, done, out, opts)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        failure = UserError(_disk_full_message(exc, out),
+                            hint=f"free space or pass --results on a larger file system; finished cells are kept in {out}: "
+                                 "rerun with --resume")
     finally:
         proc.end_all()
-        write_junit(state.records, out / "junit.xml")
-        write_reports(matrix, state.records, out)
+        try:
+            write_junit(state.records, out / "junit.xml")
+            write_reports(matrix, state.records, out)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            failure = failure or UserError(_disk_full_message(exc, out), hint="free space or pass --results elsewhere")
+        finally:
+            _remove_partial_files(out)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    if failure is not None:
+        raise failure
     _say(f"results: {out}/junit.xml, {out}/summary.md, {out}/report.html")
     if state.interrupted:
-        return 130
+        return exit_code
     statuses = {r.status for r, _ in state.records}
     if ERROR in statuses and FAILED not in statuses:
         return EXIT_INFRA
     return EXIT_FAIL if FAILED in statuses or ERROR in statuses else EXIT_OK
+
+
+def _add_unfinished(state: RunState, cells: list[Cell], done: set[str], out: Path, opts: RunOptions) -> None:
+    """The interrupted cell (as far as it got) and the cells not started, for the partial JUnit.
+
+    Neither is marked complete on disk, so --resume runs them again.
+    """
+    for cell in cells:
+        if cell.key in done or any(r.key == cell.key for r, _ in state.records):
+            continue
+        cell_dir = out / "cells" / cell.key
+        rec = CellRecord.load(cell_dir)
+        if rec is None or rec.complete:
+            rec = CellRecord(cell.key, cell.to_json(), "", reproducer(opts, cell),
+                             [Step("not run", SKIPPED, 0.0, "the run was interrupted before this cell")])
+            state.records.append((rec, None))
+        else:
+            state.records.append((rec, cell_dir))
 
 
 def _say(text: str) -> None:

@@ -57,6 +57,11 @@ def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, p
         progress.done(f"cache hit -> {out_dir}")
         return SelftestsBuild(key, out_dir, True, meta)
     t0 = time.monotonic()
+    # An invalid entry (e.g. a corrupt binary) must really be rebuilt: make would
+    # call a damaged but newer file up to date.
+    (out_dir / "metadata.json").unlink(missing_ok=True)
+    for name in WANTED:
+        (out_dir / name).unlink(missing_ok=True)
     work = cache_dir("selftests", "work", key)
     hdrs, obj = work / "hdrs", work / "obj"
     (obj / "tools").mkdir(parents=True, exist_ok=True)
