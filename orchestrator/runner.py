@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 import json
 import os
 import shlex
@@ -43,7 +44,6 @@ from .workloads import load_workload
 
 EXIT_OK, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-SELFTEST_GUEST_DIR = "/opt/orch/selftests"
 
 
 @dataclass
@@ -169,11 +169,7 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
         return rec
     workload = load_workload(cell.workload.name)
     shape = shape_by_name(cell.machine)
-    extra = {}
-    if vb.selftests is not None:
-        for name in ("access_tracking_perf_test", "demand_paging_test", "dirty_log_perf_test", "kvm_create_max_vcpus"):
-            extra[f"{SELFTEST_GUEST_DIR}/{name}"] = vb.selftests.binary(name)
-    extra.update(vb.guest_programs)
+    extra = vb.guest_files()
     t0 = time.monotonic()
     phase = "boot"  # names the step a guest failure is reported under
     try:
@@ -313,11 +309,22 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
     exit_code = 0
     failure: UserError | None = None
     done: set[str] = set()
+    def finished(i: int, cell: Cell, rec: CellRecord) -> None:
+        """Main thread only: mark complete, publish JUnit and reports."""
+        rec.complete = True
+        rec.save(out / "cells" / cell.key)
+        state.records.append((rec, out / "cells" / cell.key))
+        done.add(cell.key)
+        _say(f"cell {i}/{len(cells)} {cell.key}: {rec.status.upper()}")
+        write_junit(state.records, out / "junit.xml")
+        write_reports(matrix, state.records, out)
+
     try:
+        pending: list[tuple[int, Cell, BuildOutcome, str]] = []
         for i, cell in enumerate(cells, 1):
             cell_dir = out / "cells" / cell.key
             elapsed = time.monotonic() - start
-            eta = f", ETA {fmt_duration(elapsed / (i - 1) * (len(cells) - i + 1))}" if i > 1 else ""
+            eta = f", ETA {fmt_duration(elapsed / (i - 1) * (len(cells) - i + 1))}" if i > 1 and opts.jobs == 1 else ""
             _say(f"cell {i}/{len(cells)} {cell.key}: build ({fmt_duration(elapsed)} elapsed{eta})")
             if cell.build_key not in builds:
                 builds[cell.build_key] = build_cell_kernel(matrix, cell.variant, cell.config_set)
@@ -329,15 +336,13 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
                     _say(f"cell {i}/{len(cells)} {cell.key}: resumed ({old.status})")
                     state.records.append((old, cell_dir))
                     continue
+            if opts.jobs > 1:
+                pending.append((i, cell, built, key))  # builds first, then cells side by side
+                continue
             _say(f"cell {i}/{len(cells)} {cell.key}: boot + {cell.workload.name}")
-            rec = run_cell(cell, built, opts, cell_dir, key)
-            rec.complete = True
-            rec.save(cell_dir)
-            state.records.append((rec, cell_dir))
-            done.add(cell.key)
-            _say(f"cell {i}/{len(cells)} {cell.key}: {rec.status.upper()}")
-            write_junit(state.records, out / "junit.xml")
-            write_reports(matrix, state.records, out)
+            finished(i, cell, run_cell(cell, built, opts, cell_dir, key))
+        if pending:
+            _run_concurrently(pending, opts, finished)
     except (KeyboardInterrupt, SystemExit) as exc:
         state.interrupted = True
         exit_code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
@@ -374,6 +379,28 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
     if ERROR in statuses and FAILED not in statuses:
         return EXIT_INFRA
     return EXIT_FAIL if FAILED in statuses or ERROR in statuses else EXIT_OK
+
+
+def _run_concurrently(pending: list[tuple[int, Cell, BuildOutcome, str]], opts: RunOptions, finished) -> None:
+    """Up to opts.jobs cells at once (each a QEMU guest); results are published by
+    the main thread as cells finish.  On Ctrl-C the signal handler ends every
+    QEMU, the workers return at once, and unfinished cells stay incomplete."""
+    total = len(pending) and max(i for i, *_ in pending)
+    _say(f"running {len(pending)} cell(s), {opts.jobs} at a time")
+    pool = ThreadPoolExecutor(max_workers=opts.jobs, thread_name_prefix="cell")
+    futures = {}
+    try:
+        for i, cell, built, key in pending:
+            _say(f"cell {i}/{total} {cell.key}: queued (boot + {cell.workload.name})")
+            futures[pool.submit(run_cell, cell, built, opts, opts.results_dir / "cells" / cell.key, key)] = (i, cell)
+        remaining = set(futures)
+        while remaining:
+            done_now, remaining = wait(remaining, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done_now:
+                i, cell = futures[fut]
+                finished(i, cell, fut.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _add_unfinished(state: RunState, cells: list[Cell], done: set[str], out: Path, opts: RunOptions) -> None:

@@ -81,8 +81,12 @@ def test_resume_skips_finished_cells(full_run):
 
 def test_shards_merge_to_the_unsharded_testcases(full_run, tmp_path):
     for i in (1, 2):
-        res = run_matrix("--matrix", "smoke", "--shard", f"{i}/2", "--results", str(tmp_path / f"s{i}"))
+        # Shard 1 goes through the concurrent path (--jobs 2: builds first, cells in a pool).
+        jobs = ["--jobs", "2"] if i == 1 else []
+        res = run_matrix("--matrix", "smoke", "--shard", f"{i}/2", "--results", str(tmp_path / f"s{i}"), *jobs)
         assert res.returncode == 0, res.stderr[-2000:]
+        if jobs:
+            assert "at a time" in res.stderr
     merged = tmp_path / "merged"
     res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
                           "--out", str(merged)], cwd=ROOT, capture_output=True, text=True, timeout=120)
