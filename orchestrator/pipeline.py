@@ -172,6 +172,8 @@ def _build_prefixes(source, series: Series, config_set, tc, req: BuildRequest, p
         warnings = res.metadata.get("warnings") or []
         new = [w for w in warnings if (w["file"], w["message"]) not in seen]
         seen.update((w["file"], w["message"]) for w in warnings)
-        out.append(PatchBuild(k, patch.subject, True, new if k > 1 or not res.cache_hit else [],
+        # An incremental build prints warnings only for the files it recompiled;
+        # "new" = not printed by any earlier prefix of this series.
+        out.append(PatchBuild(k, patch.subject, True, new,
                               seconds=res.metadata.get("durations_s", {}).get("total", 0.0)))
     return out
