@@ -233,5 +233,5 @@ def evidence_metrics(outdir: Path, workload: Workload, tpset: TracepointSet | No
             pass
     if (lg := text("lru_gen.after")) is not None:
         vecs = parse_lru_gen(lg)
-        m["lru_gen.memcgs"] = len({v.memcg_id for v in vecs}) if vecs and hasattr(vecs[0], "memcg_id") else len(vecs)
+        m["lru_gen.memcgs"] = len({v.memcg_id for v in vecs})
     return m

@@ -152,3 +152,12 @@ def _build(srcs: GuestSources, source: PreparedSource, selftests: SelftestsBuild
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def all_guest_programs(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain) -> dict[str, Path]:
+    """Every program the guest image carries: guest/*.c on the selftest library,
+    plus the plain static ones of guest/race (race_programs)."""
+    from .race_programs import race_programs
+    files = build_guest_programs(source, selftests, tc)
+    files.update(race_programs(tc))
+    return files

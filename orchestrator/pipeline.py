@@ -14,9 +14,8 @@ from . import toolchain as toolchain_mod
 from .apply import ApplyResult, apply_series
 from .build import BuildResult, build_kernel, locked, parse_warnings
 from .errors import BuildFailed, UserError
-from .guest_programs import build_guest_programs
+from .guest_programs import all_guest_programs
 from .kconfig import load_config_set
-from .race_programs import race_programs
 from .progress import Progress
 from .selftests import WANTED as WANTED_SELFTESTS
 from .selftests import SelftestsBuild, build_selftests
@@ -138,8 +137,7 @@ def build_variant(req: BuildRequest) -> VariantBuild:
         tests = None
         if req.selftests:
             tests = build_selftests(source, selftests_content_id(source, tree_id), tc, progress=Progress(f"selftests {label}"))
-            programs = build_guest_programs(source, tests, tc)
-            programs.update(race_programs(tc))  # plain static programs (no selftest library)
+            programs = all_guest_programs(source, tests, tc)
     return VariantBuild(label, source, applied, kernel, tests, per_patch, programs)
 
 

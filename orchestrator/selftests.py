@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import proc
-from .build import make_env, sha256_text
+from .build import first_errors, make_env, sha256_text
 from .errors import BuildFailed
 from .paths import cache_dir
 from .progress import Progress
@@ -88,7 +88,6 @@ def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, p
 
             rc = proc.stream(argv, on_line=on_line, cwd=cwd, env=env, timeout=3600)
             if rc != 0:
-                from .build import first_errors
                 raise BuildFailed(f"KVM selftests build failed (exit {rc})", first_errors(lines), str(log_path))
     digests = {n: sha256_file(out_dir / n) for n in WANTED}
     meta = {"key": key, "source": source.identity, "content_id": content_id, "toolchain": tc.describe(),
