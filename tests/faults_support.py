@@ -69,14 +69,14 @@ def install(machines: Path, programs: dict[str, Path], monkeypatch=None) -> None
         else:
             setattr(obj, name, value)
 
-    real = orchestrator.pipeline.build_guest_programs
+    real = orchestrator.pipeline.all_guest_programs
 
     def with_faults(*args, **kwargs):
         return {**real(*args, **kwargs), **programs}
 
     setattr_(orchestrator.workloads, "WORKLOADS_DIR", FIXTURES)
     setattr_(orchestrator.machine, "MACHINES_DIR", machines)
-    setattr_(orchestrator.pipeline, "build_guest_programs", with_faults)
+    setattr_(orchestrator.pipeline, "all_guest_programs", with_faults)
 
 
 def path_without(bindir: Path, *prefixes: str) -> Path:
