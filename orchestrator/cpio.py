@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -156,8 +157,12 @@ class ParsedEntry:
 
 def parse(data: bytes) -> list[ParsedEntry]:
     """Read a newc archive back (for tests and for inspecting images)."""
+    return _parse_at(data, 0)[0]
+
+
+def _parse_at(data: bytes, pos: int) -> tuple[list[ParsedEntry], int]:
+    """The archive starting at pos, and the offset just after its trailer."""
     result: list[ParsedEntry] = []
-    pos = 0
     while True:
         if data[pos:pos + 6] != NEWC_MAGIC:
             raise ValueError(f"bad cpio magic at offset {pos}")
@@ -168,8 +173,32 @@ def parse(data: bytes) -> list[ParsedEntry]:
         pos += namesize
         pos += -pos % 4
         if name == TRAILER:
-            return result
+            return result, pos
         body = data[pos:pos + size]
         pos += size
         pos += -pos % 4
         result.append(ParsedEntry(name, mode, (rmaj, rmin), body))
+
+
+def parse_initramfs(data: bytes) -> list[list[ParsedEntry]]:
+    """Every archive of an initramfs file, as the kernel reads it: gzip-compressed
+    or plain newc archives one after the other, NUL padding between them."""
+    archives: list[list[ParsedEntry]] = []
+    pos = 0
+    while pos < len(data):
+        if data[pos] == 0:
+            pos += 1
+            continue
+        if data[pos:pos + 2] == b"\x1f\x8b":
+            d = zlib.decompressobj(wbits=31)  # one gzip member
+            archives.append(parse(d.decompress(data[pos:])))
+            pos = len(data) - len(d.unused_data)
+        elif data[pos:pos + 6] == NEWC_MAGIC:
+            if pos % 4:
+                raise ValueError(f"uncompressed archive at offset {pos}, not 4-byte aligned (the kernel would reject it)")
+            entries, end = _parse_at(data, pos)
+            archives.append(entries)
+            pos = end
+        else:
+            raise ValueError(f"neither gzip nor newc cpio at offset {pos}")
+    return archives

@@ -9,13 +9,17 @@ Leaving the block powers the guest off (and kills QEMU if it does not stop).
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import proc
 from .errors import UserError
 from .console import _KMSG_FRAGMENT, BootFailure, BootInfo, GuestConsole
 from .guest_image import GuestImage, build_image
@@ -44,6 +48,20 @@ def sshd_problem(boot_log: str) -> str:
     if SSH_MARKER not in text:
         return "guest init did not start sshd (no ORCH-SSH line before the ready marker; orch.ssh=0 on the command line?)"
     return ""
+
+
+@functools.lru_cache(maxsize=4)
+def qemu_version(binary: str = "qemu-system-aarch64") -> str:
+    """First line of `QEMU --version` (part of the --resume key: another QEMU may
+    change a result); "not installed" when it is not on PATH."""
+    path = shutil.which(binary)
+    if path is None:
+        return f"{binary}: not installed"
+    try:
+        out = proc.run([path, "--version"], timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{binary}: version unknown"
+    return f"{path}: {(out.splitlines() or ['version unknown'])[0].strip()}"
 
 
 @dataclass

@@ -6,9 +6,13 @@ OpenSSH's sftp-server at the path dropbear runs for the "sftp" subsystem.
 Packages are fetched with `apt-get download PKG:arm64` into the cache and
 unpacked with `dpkg-deb -x`; nothing is installed on the host.
 
-An image is keyed by the sha256 of everything that goes into it (paths, modes,
-file contents, package versions via content), so the same inputs return the
-same cached file without rebuilding.
+The image is two archives in one file, which the kernel unpacks one after
+the other: the base (everything but the per-run SSH keys), built and
+compressed once per content and cached under the sha256 of everything that
+goes into it (paths, modes, file contents, package versions via content),
+and a small uncompressed archive with this run's authorized key and host key.
+The cached base is checked against its recorded sha256 before every use: a
+corrupted entry is rebuilt, never booted.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import re
 import shutil
 import stat
 import struct
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +85,12 @@ ETC_FILES = {
 
 @dataclass(frozen=True)
 class GuestImage:
-    path: Path  # gzip-compressed newc cpio, for QEMU -initrd
-    key: str  # sha256 of the content inputs
+    path: Path  # for QEMU -initrd: the base, or (with SSH) a per-run copy + the keys archive
+    key: str  # sha256 of the base's content inputs (the per-run keys are not in it)
     host_key_public: str | None  # the pinned host key (OpenSSH line), when SSH is in
     sftp_path: str | None  # where dropbear looks for sftp-server
+    base: Path | None = None  # the cached, compressed base archive
+    rebuilt: bool = False  # the base was (re)written by this call
 
 
 # -- Debian packages ----------------------------------------------------------
@@ -300,7 +307,8 @@ def _base_archive(trees: _Tree, init: Path) -> CpioArchive:
     return arc
 
 
-def _add_ssh(arc: CpioArchive, trees: _Tree, pubkey: str, host_key: Ed25519Key) -> str:
+def _add_ssh(arc: CpioArchive, trees: _Tree) -> str:
+    """dropbear + sftp-server and their libraries (the keys come per run: keys_archive)."""
     dropbear = trees.copy(arc, DROPBEAR)
     _add_with_libs(arc, trees, dropbear, "/" + DROPBEAR)
     sftp = sftp_server_path(dropbear)
@@ -315,11 +323,21 @@ def _add_ssh(arc: CpioArchive, trees: _Tree, pubkey: str, host_key: Ed25519Key) 
         else:
             arc.add_symlink(sftp, "/" + SFTP_SERVER)
     arc.add_dir("/root/.ssh", 0o700)
+    arc.add_dir(os.path.dirname(HOST_KEY_PATH), 0o755)
+    return sftp
+
+
+def keys_archive(pubkey: str, host_key: Ed25519Key) -> bytes:
+    """This run's keys as an uncompressed newc archive, unpacked after the base."""
     if "\n" in pubkey.strip() or not pubkey.startswith("ssh-"):
         raise ValueError("ssh_pubkey must be one OpenSSH public key line")
+    arc = CpioArchive()
+    arc.add_dir("/root", 0o700)
+    arc.add_dir("/root/.ssh", 0o700)
+    arc.add_dir(os.path.dirname(HOST_KEY_PATH), 0o755)
     arc.add_file("/root/.ssh/authorized_keys", (pubkey.strip() + "\n").encode(), mode=0o600)
     arc.add_file(HOST_KEY_PATH, host_key.dropbear_private(), mode=0o600)
-    return sftp
+    return arc.to_bytes()
 
 
 def _add_extra(arc: CpioArchive, trees: _Tree, extra: Mapping[str, Path]) -> None:
@@ -336,24 +354,69 @@ def _add_extra(arc: CpioArchive, trees: _Tree, extra: Mapping[str, Path]) -> Non
         _add_with_libs(arc, trees, host, f"{host} (for {guest_path})")
 
 
+# (path, size, mtime_ns, inode) -> sha256: the base key is computed on every
+# boot, and the selftest binaries in it are large; a changed file has a new stat.
+_digests: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if (digest := _digests.get(ident)) is None:
+        digest = sha256_of(path)
+        _digests[ident] = digest
+    return digest
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _content_key(arc: CpioArchive) -> str:
     """sha256 over every entry's path, mode, device and content."""
     manifest = [IMAGE_FORMAT]
     for e in arc.entries():
-        if isinstance(e.data, Path):
-            h = hashlib.sha256()
-            with open(e.data, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            digest = h.hexdigest()
-        else:
-            digest = hashlib.sha256(e.data).hexdigest()
+        digest = _file_sha256(e.data) if isinstance(e.data, Path) else hashlib.sha256(e.data).hexdigest()
         manifest.append(f"{e.path} {e.mode:o} {e.rdev[0]}:{e.rdev[1]} {digest}")
     return hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
 
 
 def package_trees(packages: Iterable[str] = PACKAGES) -> list[Path]:
     return [unpack_deb(fetch_deb(pkg)) for pkg in packages]
+
+
+def packages_id(packages: Iterable[str] = PACKAGES) -> str:
+    """The .deb files (name_version_arch) the image is made of, for the --resume key."""
+    return ",".join(fetch_deb(pkg).name for pkg in packages)
+
+
+def _checksum_path(image: Path) -> Path:
+    return image.with_name(image.name + ".sha256")
+
+
+def valid_base(path: Path) -> bool:
+    """The cached base exists and still has the sha256 recorded when it was written."""
+    try:
+        recorded = _checksum_path(path).read_text().strip()
+    except OSError:
+        return False
+    return path.is_file() and sha256_of(path) == recorded
+
+
+def _write_base(arc: CpioArchive, path: Path) -> None:
+    """The archive, then its checksum (written last: the pair is valid only when both are)."""
+    _checksum_path(path).unlink(missing_ok=True)
+    arc.write_gzip(path)
+    tmp = _checksum_path(path).with_name(f"{_checksum_path(path).name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(sha256_of(path) + "\n")
+        os.replace(tmp, _checksum_path(path))
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_image(
@@ -364,39 +427,86 @@ def build_image(
     init: Path = GUEST_DIR / "init",
     keep: int = 16,
 ) -> GuestImage:
-    """Build (or reuse) the initramfs.
+    """Build (or reuse) the base initramfs; with keys, a per-run file for QEMU.
 
     extra: guest path -> host file (arm64 ELF files get their shared libraries
     from the same packages; static binaries are simplest).
     ssh_pubkey / host_key: with both, the image carries dropbear + sftp-server,
     authorizes ssh_pubkey (an OpenSSH public key line) for root, and presents
     host_key, which the client pins.  Both or neither: a host key made in the
-    guest could not be checked.
-    keep: how many images to keep in the cache (least recently used go first).
+    guest could not be checked.  The keys go into a second archive appended to
+    a per-run copy of the base (GuestImage.path; remove it with discard()).
+    keep: how many base images to keep in the cache (least recently used go first).
     """
     if (ssh_pubkey is None) != (host_key is None):
         raise ValueError("build_image: pass ssh_pubkey and host_key together (or neither)")
+    keys = keys_archive(ssh_pubkey, host_key) if ssh_pubkey is not None and host_key is not None else None
     trees = _Tree(package_trees())
     arc = _base_archive(trees, init)
-    sftp = None
-    if ssh_pubkey is not None and host_key is not None:
-        sftp = _add_ssh(arc, trees, ssh_pubkey, host_key)
+    sftp = _add_ssh(arc, trees) if keys is not None else None
     _add_extra(arc, trees, extra or {})
 
     key = _content_key(arc)
     images = cache_dir("images")
-    path = images / f"initramfs-{key[:20]}.cpio.gz"
-    if path.exists():
-        os.utime(path)  # mark as recently used for pruning
+    base = images / f"initramfs-{key[:20]}.cpio.gz"
+    rebuilt = not valid_base(base)  # missing, half-written or corrupted: build it again
+    if rebuilt:
+        _write_base(arc, base)
+        _prune(images, keep, base)
     else:
-        arc.write_gzip(path)
-        _prune(images, keep, path)
-    return GuestImage(path, key, host_key.openssh_public() if host_key else None, sftp)
+        os.utime(base)  # mark as recently used for pruning
+    path = base
+    if keys is not None:
+        path = _per_run_copy(base, keys)
+    return GuestImage(path, key, host_key.openssh_public() if host_key else None, sftp, base, rebuilt)
+
+
+def _per_run_copy(base: Path, keys: bytes) -> Path:
+    """base + zero padding to a 4-byte boundary + the keys archive.
+
+    The kernel's initramfs unpacker (init/initramfs.c, unpack_to_rootfs) takes
+    concatenated archives, compressed or not, skips NUL padding between them,
+    and starts an uncompressed one only at a 4-byte aligned offset.
+    """
+    runs = cache_dir("images", "run")
+    out = runs / f"{base.name.removesuffix('.cpio.gz')}-{os.getpid()}-{os.urandom(4).hex()}.cpio"
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with open(base, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.write(b"\0" * (-dst.tell() % 4))
+            dst.write(keys)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _prune_runs(runs, out)
+    return out
+
+
+RUN_FILES_KEPT = 8  # the latest runs' qemu-argv.txt stay runnable by hand
+
+
+def _prune_runs(runs: Path, current: Path) -> None:
+    """Per-run files beyond the newest few, once QEMU has surely read them (a minute)."""
+    files = sorted(runs.glob("*.cpio"), key=_mtime, reverse=True)
+    for old in files[RUN_FILES_KEPT:]:
+        try:
+            if old != current and old.stat().st_mtime < time.time() - 60:
+                old.unlink()
+        except OSError:
+            pass
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run's pruning
+        return 0.0
 
 
 def _prune(images: Path, keep: int, current: Path) -> None:
-    files = sorted(images.glob("initramfs-*.cpio.gz"), key=lambda p: p.stat().st_mtime,
-                   reverse=True)
+    files = sorted(images.glob("initramfs-*.cpio.gz"), key=_mtime, reverse=True)
     for old in files[keep:]:
         if old != current:
+            _checksum_path(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)

@@ -9,19 +9,19 @@ command runner (serial console or SSH).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pathlib import Path
 
-from . import proc
+from . import proc, toolchain
 from .errors import UserError
 from .paths import GUEST_DIR, cache_dir
 
 PROBE_SOURCE = GUEST_DIR / "kvm_probe.c"
 PROBE_GUEST_PATH = "/usr/bin/kvm_probe"
-CROSS_CC = "aarch64-linux-gnu-gcc"
 
 EL2_LINE = "CPU: All CPU(s) started at EL2"
 VHE_LINE = "VHE mode initialized successfully"
@@ -37,22 +37,31 @@ class NestedKvmCheck:
     reason: str  # why not ok ("" when ok)
 
 
-def build_kvm_probe() -> Path:
-    """Compile guest/kvm_probe.c statically for arm64 (cached by source hash)."""
+def probe_compile_argv(tc: toolchain.Toolchain, out: Path) -> list[str]:
+    """The probe is built by the compiler the kernel build uses: the cross gcc
+    on x86_64, the native gcc on an arm64 host (which has no cross compiler)."""
+    return [tc.gcc, "-static", "-O2", "-Wall", "-o", str(out), str(PROBE_SOURCE)]
+
+
+def build_kvm_probe(tc: toolchain.Toolchain | None = None) -> Path:
+    """Compile guest/kvm_probe.c statically for arm64 (cached by source and compiler)."""
+    tc = tc or toolchain.detect()  # a missing compiler is a UserError with the install command
     source = PROBE_SOURCE.read_bytes()
-    out = cache_dir("guest-bin") / f"kvm_probe-{hashlib.sha256(source).hexdigest()[:16]}"
+    digest = hashlib.sha256(source + b"\0" + tc.describe().encode()).hexdigest()[:16]
+    out = cache_dir("guest-bin") / f"kvm_probe-{digest}"
     if out.exists():
         return out
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     try:
-        result = proc.run([CROSS_CC, "-static", "-O2", "-Wall", "-o", tmp, PROBE_SOURCE],
-                          timeout=120)
+        result = proc.run(probe_compile_argv(tc, tmp), timeout=120)
     except FileNotFoundError:
-        raise UserError(f"{CROSS_CC} not found", hint="apt-get install gcc-aarch64-linux-gnu "
-                        "libc6-dev-arm64-cross") from None
+        raise UserError(f"{tc.gcc} not found", hint="apt-get install "
+                        + ("gcc libc6-dev" if not tc.cross_compile else "gcc-aarch64-linux-gnu libc6-dev-arm64-cross")) from None
     if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
         raise UserError(f"compiling {PROBE_SOURCE} failed:\n{result.stderr.strip()}",
-                        hint="apt-get install libc6-dev-arm64-cross (static libc for arm64)")
+                        hint="install the static C library for arm64 ("
+                             + ("libc6-dev" if not tc.cross_compile else "libc6-dev-arm64-cross") + ")")
     tmp.rename(out)
     return out
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import selectors
+import shlex
 import signal
 import subprocess
 import threading
@@ -17,9 +19,34 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 _live: dict[int, subprocess.Popen] = {}
 _live_lock = threading.Lock()
 _handlers_installed = False
+
+
+class CommandTimedOut(UserError, subprocess.TimeoutExpired):
+    """A child ran past its time limit; its process group has been ended.
+
+    A UserError (one message, exit status 2, a step error in run-matrix: the
+    infrastructure, not the kernel under test, is at fault) that is also a
+    subprocess.TimeoutExpired, so code written against subprocess still works.
+    """
+
+    def __init__(self, argv: Sequence[str], timeout: float, output: str | None = None) -> None:
+        shown = shlex.join(str(a) for a in argv)
+        if len(shown) > 200:
+            shown = shown[:200] + " ..."
+        # Both bases' __init__ chain to super(): set their attributes directly.
+        Exception.__init__(self, f"command timed out after its limit of {timeout:g} s: {shown}")
+        self.message = self.args[0]
+        self.hint = ("the host may be overloaded or the command hung; see its log, "
+                     "then rerun (run-matrix: --resume reruns error cells)")
+        self.cmd, self.timeout, self.output, self.stderr = list(argv), timeout, output, None
+
+    def __str__(self) -> str:
+        return UserError.__str__(self)
 
 
 def kill_group(pid: int, grace: float = 3.0) -> None:
@@ -139,7 +166,10 @@ def run(
         text=True,
         errors="replace",
     ) as proc:
-        out, err = proc.communicate(input=input_text, timeout=timeout)
+        try:
+            out, err = proc.communicate(input=input_text, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise CommandTimedOut(proc.args, timeout or 0, exc.output) from None
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -151,7 +181,12 @@ def stream(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> int:
-    """Run, calling on_line for every output line (stdout+stderr merged)."""
+    """Run, calling on_line for every output line (stdout+stderr merged).
+
+    The deadline holds whether or not the child prints: output is read with
+    select(), so a child that hangs silently is ended at its limit too
+    (CommandTimedOut), not waited for forever.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     with managed(
         argv,
@@ -160,13 +195,29 @@ def stream(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
+        bufsize=0,
     ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            on_line(line.rstrip("\n"))
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(proc.args, timeout or 0)
-        return proc.wait()
+        fd = proc.stdout.fileno()
+        pending = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise CommandTimedOut(proc.args, timeout or 0)
+                if not sel.select(wait):
+                    continue  # the loop head sees the deadline
+                chunk = os.read(fd, 65536)
+                if not chunk:  # EOF: every writer (grandchildren too) closed the pipe
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
+        if pending:
+            on_line(pending.decode(errors="replace"))
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            raise CommandTimedOut(proc.args, timeout or 0) from None

@@ -84,3 +84,19 @@ def test_rejects_duplicates_and_escapes() -> None:
         arc.add_file("/etc/../../x", b"c")
     with pytest.raises(ValueError):
         arc.add_device("/dev/x", "p", 1, 1)
+
+
+def test_concatenated_archives_as_the_kernel_reads_them(tmp_path: Path) -> None:
+    """gzip base + NUL padding + a plain archive (how guest_image adds per-run keys)."""
+    second = cpio.CpioArchive()
+    second.add_file("/root/.ssh/authorized_keys", b"ssh-ed25519 AAAA k\n", mode=0o600)
+    gz = tmp_path / "base.cpio.gz"
+    _sample(tmp_path).write_gzip(gz)
+    head = gz.read_bytes()
+    data = head + b"\0" * (-len(head) % 4) + second.to_bytes()
+    first, keys = cpio.parse_initramfs(data)
+    assert "init" in {e.path for e in first}
+    assert [e.path for e in keys] == ["root", "root/.ssh", "root/.ssh/authorized_keys"]
+    if len(head) % 4:  # the kernel only starts a plain archive at an aligned offset
+        with pytest.raises(ValueError, match="not 4-byte aligned"):
+            cpio.parse_initramfs(head + second.to_bytes())

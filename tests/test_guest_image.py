@@ -56,12 +56,14 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     tool.chmod(0o755)
     image = guest_image.build_image(extra={"/opt/tool.sh": tool},
                                     ssh_pubkey=keys.client.openssh_public(), host_key=keys.host)
-    entries = {e.path: e for e in cpio.parse(gzip.decompress(image.path.read_bytes()))}
-    return keys, image, entries, tool
+    archives = cpio.parse_initramfs(image.path.read_bytes())
+    # What the kernel ends up with: later archives add to (and override) earlier ones.
+    entries = {e.path: e for arc in archives for e in arc}
+    return keys, image, entries, tool, archives
 
 
 def test_image_layout(built) -> None:
-    keys, image, entries, _ = built
+    keys, image, entries, _, _ = built
     assert entries["init"].mode == stat.S_IFREG | 0o755
     assert entries["init"].data == (guest_image.GUEST_DIR / "init").read_bytes()
     assert entries["dev/console"].rdev == (5, 1)
@@ -89,17 +91,47 @@ def test_image_layout(built) -> None:
     assert entries["opt/tool.sh"].mode == stat.S_IFREG | 0o755
 
 
-def test_same_inputs_same_file_without_rebuild(built) -> None:
-    keys, image, _, tool = built
-    inode_before = image.path.stat().st_ino
+def test_keys_are_a_second_archive_and_the_base_is_shared(built) -> None:
+    keys, image, _, tool, archives = built
+    assert len(archives) == 2
+    base, per_run = ({e.path for e in a} for a in archives)
+    assert not any("authorized_keys" in p or p == guest_image.HOST_KEY_PATH.lstrip("/") for p in base)
+    assert {"root/.ssh/authorized_keys", guest_image.HOST_KEY_PATH.lstrip("/")} <= per_run
+    assert image.base is not None and image.path != image.base
+    assert image.path.read_bytes().startswith(image.base.read_bytes())
+    # Other keys (every run has its own): the same cached base, not rebuilt.
+    other_keys = GuestKeys.generate()
+    inode_before = image.base.stat().st_ino
     again = guest_image.build_image(extra={"/opt/tool.sh": tool},
-                                    ssh_pubkey=keys.client.openssh_public(), host_key=keys.host)
-    assert again.path == image.path and again.key == image.key
-    # Not rewritten: same inode content, only its mtime touched for pruning.
-    assert again.path.stat().st_ino == inode_before  # a rebuild would os.replace it
+                                    ssh_pubkey=other_keys.client.openssh_public(), host_key=other_keys.host)
+    assert again.base == image.base and again.key == image.key and not again.rebuilt
+    assert again.base.stat().st_ino == inode_before  # a rebuild would os.replace it
+    assert again.path != image.path
+    again_entries = {e.path: e for a in cpio.parse_initramfs(again.path.read_bytes()) for e in a}
+    assert again_entries["root/.ssh/authorized_keys"].data.decode().strip() == other_keys.client.openssh_public()
     other = guest_image.build_image(extra={"/opt/tool2.sh": tool},
                                     ssh_pubkey=keys.client.openssh_public(), host_key=keys.host)
     assert other.key != image.key
+
+
+def test_corrupt_cached_base_is_rebuilt_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flipped byte in the cached base (a private cache: debs linked from the real one)."""
+    import faults_support as fs
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fs.temp_cache(tmp_path / "xdg", fresh=("images",))))
+    first = guest_image.build_image()
+    assert first.rebuilt and guest_image.valid_base(first.base)
+    good = first.base.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0xFF
+    first.base.write_bytes(data)
+    assert not guest_image.valid_base(first.base)
+    second = guest_image.build_image()
+    assert second.rebuilt and second.base == first.base
+    assert second.base.read_bytes() == good  # deterministic: the same bytes as before
+    # A base without its checksum (a write cut short before it) is not trusted either.
+    guest_image._checksum_path(second.base).unlink()
+    assert guest_image.build_image().rebuilt
+    assert fs.partial_files(tmp_path / "xdg" / "arm64-orchestrator" / "images") == []
 
 
 def test_applet_list_matches_busybox() -> None:
@@ -126,7 +158,7 @@ def test_dynamic_extra_gets_its_libraries(tmp_path: Path) -> None:
     prog = _compile(tmp_path, "-O2", "-lm")
     assert guest_image.read_elf(prog).needed == ("libm.so.6", "libc.so.6")
     image = guest_image.build_image(extra={"/opt/mprog": prog})
-    names = {e.path for e in cpio.parse(gzip.decompress(image.path.read_bytes()))}
+    names = {e.path for a in cpio.parse_initramfs(image.path.read_bytes()) for e in a}
     assert "lib/aarch64-linux-gnu/libm.so.6" in names
     assert "lib/ld-linux-aarch64.so.1" in names
 
