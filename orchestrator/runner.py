@@ -142,15 +142,33 @@ def build_cell_kernel(matrix: Matrix, variant: str, config_set: str) -> BuildOut
 
 
 def cell_inputs_key(cell: Cell, vb: VariantBuild | None) -> str:
+    """Everything that can change a cell's result: --resume reruns a cell when any of it changed."""
+    from .guest import qemu_version
+    from .machine import QEMU
     workload = load_workload(cell.workload.name)
     machine = shape_by_name(cell.machine)
+    orch = PROJECT_ROOT / "orchestrator"
     parts = [json.dumps(cell.to_json(), sort_keys=True), vb.kernel.key if vb else "no-kernel",
              vb.selftests.key if vb and vb.selftests else "-", repr(machine),
              # guest program paths are content-keyed cache dirs: edits change them
              ",".join(sorted(str(p) for p in vb.guest_programs.values())) if vb else "-",
+             qemu_version(QEMU), _packages_id() if vb else "-",
              _file_digest(workload.path, PATCHES_DIR / "expectations.yaml", *sorted((PROJECT_ROOT / "tracepoints").glob("*.yaml")),
-                          PROJECT_ROOT / "guest" / "init", *sorted((PROJECT_ROOT / "guest" / "race").glob("*")))]
+                          PROJECT_ROOT / "guest" / "init", *sorted((PROJECT_ROOT / "guest" / "race").glob("*")),
+                          PROJECT_ROOT / "guest" / "kvm_probe.c",
+                          # the crash patterns and the code that turns guest text into verdicts
+                          *sorted((orch / "parsers").glob("*.py")), *sorted((orch / "parsers").glob("*.yaml")), orch / "evidence.py", orch / "verdicts.py",
+                          orch / "workloads.py", orch / "nested_kvm.py")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def _packages_id() -> str:
+    """The guest image's Debian packages; if they cannot be fetched the boot step says why."""
+    from .guest_image import packages_id
+    try:
+        return packages_id()
+    except UserError as exc:
+        return f"unavailable: {exc.message}"
 
 
 def reproducer(opts: RunOptions, cell: Cell) -> str:
@@ -332,7 +350,9 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
             key = cell_inputs_key(cell, built.build)
             if opts.resume:
                 old = CellRecord.load(cell_dir)
-                if old is not None and old.complete and old.inputs_key == key:
+                # An error is the infrastructure's (QEMU missing, a timeout ...), not the
+                # kernel's: once its cause is fixed the cell must run again.
+                if old is not None and old.complete and old.inputs_key == key and old.status != ERROR:
                     _say(f"cell {i}/{len(cells)} {cell.key}: resumed ({old.status})")
                     state.records.append((old, cell_dir))
                     continue
