@@ -239,6 +239,7 @@ def build_kernel(
         "source": source.identity,
         "tree_id": tree_id,
         "config_set": config_set.name,
+        "config_base": config_set.base,
         "fragments": [str(f.path) for f in config_set.fragments],
         "config_sha256": config_sha,
         "toolchain": tc.describe(),
