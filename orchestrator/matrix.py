@@ -5,6 +5,7 @@ allowed.  Cells have stable keys, so sharding and --resume are deterministic.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 from dataclasses import dataclass, field
@@ -117,15 +118,58 @@ def _params(path: Path, node: yaml.Node, key: str) -> tuple[tuple[str, Any], ...
 
 def _workload(path: Path, node: yaml.Node, key: str) -> WorkloadRef:
     if isinstance(node, yaml.ScalarNode):
-        return WorkloadRef(_name(path, node, key))
+        return _checked_workload(path, node, key, WorkloadRef(_name(path, node, key)))
     if isinstance(node, yaml.MappingNode):
         fields = {k.value: v for k, v in node.value}
         unknown = set(fields) - {"name", "params"}
         if unknown or "name" not in fields:
             raise _err(path, node, key, "expected {name: WORKLOAD, params: {...}}" + (f"; unknown keys: {', '.join(sorted(unknown))}" if unknown else ""))
         params = _params(path, fields["params"], f"{key}.params") if "params" in fields else ()
-        return WorkloadRef(_name(path, fields["name"], f"{key}.name"), params)
+        return _checked_workload(path, node, key, WorkloadRef(_name(path, fields["name"], f"{key}.name"), params))
     raise _err(path, node, key, "expected a workload name or {name:, params:}")
+
+
+def did_you_mean(name: str, known) -> str:
+    """' (did you mean 'variants'?)' for a near miss, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _checked_workload(path: Path, node: yaml.Node, key: str, ref: WorkloadRef) -> WorkloadRef:
+    """The workload exists and every parameter is known and matches its pattern:
+    checked when the matrix is loaded, before listing, building or booting."""
+    from .workloads import WORKLOADS_DIR, load_workload  # workloads imports nothing of ours back
+    known = sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
+    if ref.name not in known:
+        raise _err(path, node, key, f"unknown workload {ref.name!r}{did_you_mean(ref.name, known)}; "
+                                    f"known workloads: {', '.join(known)}")
+    workload = load_workload(ref.name)
+    given = ref.params_dict()
+    for pname in given:
+        if pname not in workload.params:
+            raise _err(path, node, f"{key}.params.{pname}",
+                       f"workload {ref.name} has no parameter {pname!r}{did_you_mean(pname, workload.params)}; "
+                       f"its parameters: {', '.join(workload.params) or '(none)'}")
+    try:
+        workload.resolve_params(given)
+    except UserError as exc:
+        raise _err(path, node, f"{key}.params", exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+    return ref
+
+
+def _checked_machines(path: Path, node: yaml.Node | None, names: list[str]) -> None:
+    """Every machine shape exists (a path is read as is) and loads."""
+    from .machine import available_shapes, shape_by_name
+    known = available_shapes()
+    for i, name in enumerate(names):
+        item = node.value[i] if isinstance(node, yaml.SequenceNode) else node
+        if "/" not in name and not name.endswith((".yaml", ".yml")) and name not in known:
+            raise _err(path, item, "machines", f"unknown machine shape {name!r}{did_you_mean(name, known)}; "
+                                               f"known shapes: {', '.join(known)}")
+        try:
+            shape_by_name(name)
+        except UserError as exc:
+            raise _err(path, item, "machines", exc.message) from None
 
 
 def _cell_filter(path: Path, node: yaml.Node, key: str) -> dict[str, Any]:
@@ -134,7 +178,7 @@ def _cell_filter(path: Path, node: yaml.Node, key: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in node.value:
         if k.value not in AXES:
-            raise _err(path, k, f"{key}.{k.value}", f"unknown key; allowed: {', '.join(AXES)}")
+            raise _err(path, k, f"{key}.{k.value}", f"unknown key{did_you_mean(str(k.value), AXES)}; allowed: {', '.join(AXES)}")
         out[k.value] = _workload(path, v, f"{key}.workload") if k.value == "workload" else _name(path, v, f"{key}.{k.value}")
     return out
 
@@ -172,7 +216,7 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     for k, v in root.value:
         if k.value not in TOP_KEYS:
             allowed = "; ".join(f"{n} ({d})" for n, d in TOP_KEYS.items())
-            raise _err(path, k, str(k.value), f"unknown key; allowed: {allowed}")
+            raise _err(path, k, str(k.value), f"unknown key{did_you_mean(str(k.value), TOP_KEYS)}; allowed: {allowed}")
         fields[k.value] = v
 
     def get_list(key: str, default: list[str]) -> list[str]:
@@ -198,6 +242,7 @@ def load_matrix(spec: str | Path | None) -> Matrix:
             raise _err(path, fields["repeats"], "repeats", "expected an integer from 1 to 1000")
     if len(variants) * len(config_sets) * len(machines) * len(workloads) * repeats > MAX_CELLS:
         raise _err(path, root, "(matrix)", f"expands to more than {MAX_CELLS} cells")
+    _checked_machines(path, fields.get("machines"), machines)
 
     cells = [Cell(v, c, m, w, r) for v, c, m, w, r in
              itertools.product(variants, config_sets, machines, workloads, range(1, repeats + 1))]

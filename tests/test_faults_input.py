@@ -263,7 +263,7 @@ def test_workload_parameter_injection_is_rejected_before_anything_runs(tmp_path)
     res = cli("run-matrix", "--matrix", str(m), "--results", str(tmp_path / "out"))
     no_traceback(res)
     assert res.returncode == 2
-    assert f"error: workload page-idle: parameter bytes={evil!r} does not match" in res.stderr
+    assert f"m.yaml:4: workloads[0].params: workload page-idle: parameter bytes={evil!r} does not match" in res.stderr
     assert not (tmp_path / "out").exists()  # refused before any build, boot or results
     assert time.monotonic() - t0 < 60
 

@@ -51,11 +51,11 @@ def test_shipped_matrices_load():
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("variants: [a]\nworkloads: [x]\nmachnes: [default]\n", "m.yaml:3: machnes: unknown key"),
-    ("variants: [a]\nworkloads: [x]\nrepeats: many\n", "m.yaml:3: repeats: expected an integer"),
-    ("variants: [../etc]\nworkloads: [x]\n", "m.yaml:1: variants"),
+    ("variants: [a]\nworkloads: [page-idle]\nmachnes: [default]\n", "m.yaml:3: machnes: unknown key"),
+    ("variants: [a]\nworkloads: [page-idle]\nrepeats: many\n", "m.yaml:3: repeats: expected an integer"),
+    ("variants: [../etc]\nworkloads: [page-idle]\n", "m.yaml:1: variants"),
     ("variants: [a]\n", "workloads: missing"),
-    ("variants: [a]\nworkloads: [x]\nexclude:\n  - {varient: a}\n", "m.yaml:4: exclude[0].varient: unknown key; allowed: variant"),
+    ("variants: [a]\nworkloads: [page-idle]\nexclude:\n  - {varient: a}\n", "m.yaml:4: exclude[0].varient: unknown key (did you mean 'variant'?); allowed: variant"),
     ("variants: [a\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping"),
 ])
@@ -74,7 +74,7 @@ def test_yaml_bomb_is_refused_quickly(tmp_path):
 
 def test_too_many_cells_is_refused(tmp_path):
     with pytest.raises(UserError) as exc:
-        load_matrix(write(tmp_path, "variants: [a]\nworkloads: [x]\nrepeats: 1000\nmachines: [a, b, c, d, e, f]\n"))
+        load_matrix(write(tmp_path, "variants: [a]\nworkloads: [page-idle]\nrepeats: 1000\nmachines: [a, b, c, d, e, f]\n"))
     assert "more than" in str(exc.value)
 
 
