@@ -1,7 +1,9 @@
 """`orchestrator` command line: a thin shim over the Python API.
 
 Exit status: 0 success, 1 the thing under test failed (patch did not apply,
-build error, failed verdict), 2 usage or infrastructure error.
+build error, failed verdict), 2 usage or infrastructure error.  run-matrix,
+merge and report judge a set of cells by one rule (results.exit_status): 1 if
+any cell failed, else 2 if any cell had an error or did not run, else 0.
 """
 from __future__ import annotations
 
@@ -142,34 +144,64 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
     return run_cells(matrix, cells, opts)
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
+def _rerender(name: str, compare: list, variants: list[str], records: list, out: Path) -> int:
+    """junit.xml, summary.md, report.html from cell records; the headline on stdout; the run's exit status."""
+    from .compare import default_pairs, run_headline
     from .junit import write_junit
-    from .matrix import Matrix
-    from .report import write_reports
-    from .results import CellRecord
-    records = []
-    seen: set[str] = set()
+    from .report import headline_terminal, write_headline_reports
+    from .results import exit_status
+    out.mkdir(parents=True, exist_ok=True)
+    h = run_headline(name, [r for r, _ in records], compare or default_pairs(variants), variants)
+    write_junit(records, out / "junit.xml")
+    write_headline_reports(h, records, out)
+    print(headline_terminal(h))
+    return exit_status({r.status for r, _ in records})
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .results import load_run
+    records, variants = [], []
     name, compare = "merged", []
     for d in args.dirs:
-        meta_path = d / "matrix.json"
-        if not meta_path.is_file():
-            raise UserError(f"{d} has no matrix.json: not a run-matrix results directory")
-        meta = json.loads(meta_path.read_text())
-        name = meta.get("name", name)
-        compare = [tuple(p) for p in meta.get("compare", [])] or compare
-        for cell_dir in sorted((d / "cells").glob("*")):
-            rec = CellRecord.load(cell_dir)
-            if rec is None or rec.key in seen:
-                continue
-            seen.add(rec.key)
-            records.append((rec, cell_dir))
-    args.out.mkdir(parents=True, exist_ok=True)
-    matrix = Matrix(Path("merged"), name, None, Path("."), [], compare)
-    write_junit(records, args.out / "junit.xml")
-    write_reports(matrix, records, args.out)
-    print(f"merged {len(records)} cell(s) from {len(args.dirs)} dir(s) into {args.out}")
-    failed = any(r.status != "passed" for r, _ in records)
-    return EXIT_FAIL if failed else EXIT_OK
+        run = load_run(d)
+        name, compare = run.name, run.compare or compare
+        variants += [v for v in run.variants if v not in variants]
+        records += run.records
+    # One record per cell: a finished one wins over a "not run" placeholder of another shard.
+    real = {r.key for r, d in records if d is not None}
+    seen: set[str] = set()
+    merged = []
+    for rec, cell_dir in records:
+        if rec.key in seen or (cell_dir is None and rec.key in real):
+            continue
+        seen.add(rec.key)
+        merged.append((rec, cell_dir))
+    records = merged
+    status = _rerender(name, compare, variants, records, args.out)
+    print(f"merged {len(records)} cell(s) from {len(args.dirs)} dir(s) into {args.out}", file=sys.stderr)
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .results import load_run
+    run = load_run(args.results)
+    out = args.out or args.results
+    status = _rerender(run.name, run.compare, run.variants, run.records, out)
+    print(f"wrote {out}/junit.xml, {out}/summary.md, {out}/report.html from {len(run.records)} cell record(s)", file=sys.stderr)
+    return status
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import two_run_headline
+    from .report import headline_terminal, render_markdown
+    from .results import load_run
+    a, b = load_run(args.a), load_run(args.b)
+    h = two_run_headline(a, b, args.by)
+    records = [r for r, _ in a.records + b.records]
+    print(render_markdown(h, records) if args.full else headline_terminal(h))
+    if args.markdown:
+        args.markdown.write_text(render_markdown(h, records))
+    return EXIT_OK
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -254,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("report", help="re-render junit.xml, summary.md and report.html of a results directory (runs nothing)")
+    p.add_argument("results", type=Path, help="a run-matrix --results directory (matrix.json + cells/)")
+    p.add_argument("--out", type=Path, help="write the files here instead of into RESULTS")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare two results directories cell by cell (e.g. last week's run and today's)")
+    p.add_argument("a", type=Path, metavar="RESULTS_A")
+    p.add_argument("b", type=Path, metavar="RESULTS_B")
+    p.add_argument("--by", default="kernel", choices=("kernel", "variant", "config_set", "machine"),
+                   help="the axis that differs: kernel (default: same cell inputs, a different build or day), "
+                        "or variant / config_set / machine (cells matched on every other axis)")
+    p.add_argument("--full", action="store_true", help="print the full comparison tables and cells, not just the headline")
+    p.add_argument("--markdown", type=Path, help="also write the full comparison as markdown to this file")
+    p.set_defaults(func=cmd_compare)
     return ap
 
 

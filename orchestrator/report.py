@@ -1,191 +1,380 @@
-"""Human reports from cell records: summary.md (CI job summary) and a
-self-contained report.html with plots.  Pure over the records on disk."""
+"""Human reports from cell records: summary.md (also a CI job summary), a
+self-contained report.html with plots, and the same headline for the terminal.
+
+Pure over the records: compare.py decides what is compared and called, this
+module only renders it.  Order is the reader's: the headline (what changed,
+the checks per variant, failures with reproducers, cells that did not run),
+then plots, then the full tables.
+"""
 from __future__ import annotations
 
 import base64
 import html
 import io
-from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
+from .compare import Group, Headline, Row, default_pairs, run_headline
 from .matrix import Matrix
 from .race_report import race_section
-from .results import FAILED, ERROR, CellRecord
-from .stats import aa_noise_pct, compare
+from .results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord
+from .stats import MIN_REPEATS
 
-# Metrics compared across variants, with how to show them.
-KEY_METRICS = {
-    "lock.mmu_lock.write.acquisitions": "mmu_lock write acquisitions",
-    "lock.mmu_lock.read.acquisitions": "mmu_lock read acquisitions",
-    "lock.mmu_lock.write.contentions": "mmu_lock write contentions",
-    "lock.mmu_lock.read.contentions": "mmu_lock read contentions",
-    "lock.mmu_lock.write.waittime_total_us": "mmu_lock write wait total (us)",
-    "lock.mmu_lock.read.waittime_total_us": "mmu_lock read wait total (us)",
-    "kprobe.age_gfn.hits": "kvm_age_gfn calls",
-    "kprobe.test_age_gfn.hits": "kvm_test_age_gfn calls",
-    "trace.events_written": "trace events written",
-    "phase.mark_memory_idle_total_s": "mark idle total (s)",
-    "mglru.aging_passes": "MGLRU aging passes",
-    "mglru.aging_avg_s": "MGLRU aging pass avg (s)",
-    "mglru.vcpu_wall_s": "vCPU wall time, mglru-aging (s)",
-    "reclaim.memcg_pgsteal": "pages reclaimed (memcg)",
-    "reclaim.vcpu_pages_per_s": "vCPU throughput under reclaim (pages/s)",
-    "workload.seconds": "workload wall time (s)",
-    "boot.ready_s": "boot to ready (s)",
-}
+# Sections other modules contribute: records -> markdown, or None when they
+# have nothing to say about this run.  Adding one is one line here.
+EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [race_section]
+try:  # the aging section arrives with orchestrator/aging_report.py
+    from .aging_report import aging_section
+    EXTRA_SECTIONS.append(aging_section)
+except ImportError:
+    pass
+
+STATUS_ORDER = (FAILED, ERROR, NOT_RUN, PASSED)
+NOT_MEASURED = "not measured"
 
 
-def _values(records: list[CellRecord], variant: str, metric: str, workload: str) -> list[float]:
-    return [float(r.metrics[metric]) for r in records
-            if r.cell.get("variant") == variant and r.cell.get("workload") == workload and metric in r.metrics]
-
-
-def _fmt(v: float) -> str:
+def fmt(v: float, unit: str = "") -> str:
     if abs(v) >= 1e6:
-        return f"{v / 1e6:.3g} M"
-    if abs(v) >= 1e4:
-        return f"{v / 1e3:.4g} K"
-    return f"{v:.4g}"
+        text = f"{v / 1e6:.3g} M"
+    elif abs(v) >= 1e4:
+        text = f"{v / 1e3:.4g} K"
+    else:
+        text = f"{v:.4g}"
+    return f"{text} {unit}".rstrip() if unit else text
 
 
-def comparison_rows(matrix: Matrix, records: list[CellRecord]) -> list[tuple[str, str, str, object]]:
-    """(workload, pair label, metric, Comparison) for every compared pair and key metric."""
-    rows = []
-    workloads = sorted({r.cell.get("workload") for r in records})
-    for wl in workloads:
-        for a, b in matrix.compare:
-            for metric in KEY_METRICS:
-                va, vb = _values(records, a, metric, wl), _values(records, b, metric, wl)
-                if not va or not vb:
-                    continue
-                noise = [n for n in (aa_noise_pct(va), aa_noise_pct(vb)) if n is not None]
-                rows.append((wl, f"{a} → {b}", metric, compare(metric, va, vb, noise_pct=max(noise) if noise else None)))
-    return rows
+def _counts_text(counts: dict[str, int]) -> str:
+    order = {s: i for i, s in enumerate(STATUS_ORDER)}
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: order.get(kv[0], 9))) or "no cells"
 
 
-def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path]]) -> str:
-    records = [r for r, _ in recs]
-    lines = [f"# Matrix `{matrix.name}`: {len(records)} cell(s)", ""]
-    counts = defaultdict(int)
-    for r in records:
-        counts[r.status] += 1
-    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no cells ran")
-    lines += ["", "| cell | status | write acq | read acq | write cont | aging calls | workload s |", "|---|---|---|---|---|---|---|"]
-    for r in records:
-        m = r.metrics
-        def g(k: str) -> str:
-            return _fmt(m[k]) if k in m else "–"
-        lines.append(f"| `{r.key}` | {r.status} | {g('lock.mmu_lock.write.acquisitions')} | {g('lock.mmu_lock.read.acquisitions')} | "
-                     f"{g('lock.mmu_lock.write.contentions')} | {g('kprobe.age_gfn.hits')} | {g('workload.seconds')} |")
-    failing = [(r, s) for r in records for s in r.steps if s.status in (FAILED, ERROR)]
-    if failing:
-        lines += ["", "## Failures", ""]
-        for r, s in failing:
-            lines.append(f"- `{r.key}` **{s.name}**: {s.message}  \n  reproduce: `{r.reproducer}`")
-    rows = comparison_rows(matrix, records)
-    if rows:
-        lines += ["", "## Comparison", "",
-                  "Median (min–max, n) per variant; change of the median; 95% bootstrap CI; verdict. "
-                  "The noise floor is the A/A difference between halves of each variant's repeats.", "",
-                  "| workload | pair | metric | A | B | change | 95% CI | noise | verdict |", "|---|---|---|---|---|---|---|---|---|"]
-        for wl, pair, metric, c in rows:
-            ci = f"{c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
-            change = f"{c.change_pct:+.1f}%" if c.change_pct is not None else "–"
-            noise = f"±{c.noise_pct:.1f}%" if c.noise_pct is not None else "not measured"
-            lines.append(f"| {wl} | {pair} | {KEY_METRICS[metric]} | {_fmt(c.a.median)} ({_fmt(c.a.minimum)}–{_fmt(c.a.maximum)}, {c.a.n}) | "
-                         f"{_fmt(c.b.median)} ({_fmt(c.b.minimum)}–{_fmt(c.b.maximum)}, {c.b.n}) | {change} | {ci} | {noise} | {c.verdict} |")
-    if section := race_section(records):
-        lines += ["", section.rstrip()]
-    return "\n".join(lines) + "\n"
+def _side(c, unit: str) -> str:
+    return f"{fmt(c.median, unit)} ({fmt(c.minimum)}–{fmt(c.maximum)}, n={c.n})"
 
 
-def _plots(records: list[CellRecord], order: list[str] | None = None) -> list[tuple[str, str]]:
-    """(title, base64 PNG) bar charts of key metrics per variant; [] without matplotlib."""
+def _change(row: Row) -> str:
+    c = row.comparison
+    return f"{c.change_pct:+.1f}%" if c.change_pct is not None else "–"
+
+
+def _ci(row: Row) -> str:
+    c = row.comparison
+    return f"{c.ci_pct[0]:+.1f}% .. {c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
+
+
+def _verdict(row: Row) -> str:
+    v = row.comparison.verdict
+    return f"{v} ({row.judgement})" if row.judgement else v
+
+
+def _noise(row: Row) -> str:
+    n = row.comparison.noise_pct
+    return f"±{n:.1f}%" if n is not None else "–"
+
+
+def _p(row: Row) -> str:
+    p = getattr(row.comparison, "p_value", None)  # the test stats.compare ran, when it ran one
+    return f"{p:.3g}" if p is not None else "–"
+
+
+HEADLINE_COLS = ["metric", "A", "B", "change", "95% CI", "verdict"]
+FULL_COLS = ["metric", "A", "B", "change", "95% CI", "A/A noise", "p", "verdict"]
+
+
+def _headline_cells(row: Row) -> list[str]:
+    u = row.metric.unit
+    return [row.metric.title(), _side(row.comparison.a, u), _side(row.comparison.b, u), _change(row), _ci(row), _verdict(row)]
+
+
+def _full_cells(row: Row) -> list[str]:
+    cells = _headline_cells(row)
+    return cells[:5] + [_noise(row), _p(row), cells[5]]
+
+
+def _not_measured_text(h: Headline, group: Group, a: str, b: str) -> str:
+    names = [n.metric.label for n in h.not_measured if (n.group, n.a, n.b) == (group, a, b)]
+    return f"{NOT_MEASURED} (left out): {', '.join(names)}" if names else ""
+
+
+def _first_problem(r: CellRecord) -> str:
+    bad = next((s for s in r.steps if s.status in (FAILED, ERROR)), None)
+    if bad is not None:
+        return f"{bad.name}: {bad.message}"
+    if r.status == NOT_RUN:
+        return next((s.message for s in r.steps if s.name == "not run"), "") or "did not finish"
+    return ""
+
+
+# ---- the headline: one structure, three renderings ---------------------------
+
+def _blocks(h: Headline) -> list[tuple]:
+    """The headline as blocks: ("h", text) | ("p", text) | ("table", head, rows) | ("list", items)."""
+    out: list[tuple] = [("p", f"**{sum(h.counts.values())} cell(s): {_counts_text(h.counts)}**")]
+    for group in h.groups:
+        for a, b in h.pairs(group):
+            rows = [r for r in h.rows if (r.group, r.a, r.b) == (group, a, b)]
+            called = [r for r in rows if r.called]
+            out.append(("h", f"{a} → {b} · {group.label}"))
+            if called:
+                out.append(("table", HEADLINE_COLS[:1] + [a, b] + HEADLINE_COLS[3:], [_headline_cells(r) for r in called]))
+            else:
+                out.append(("p", _nothing_called(rows)))
+            rest = len(rows) - len(called)
+            tail = [f"{rest} other compared metric(s) not called: see Comparison"] if rest and called else []
+            if nm := _not_measured_text(h, group, a, b):
+                tail.append(nm)
+            if tail:
+                out.append(("p", "; ".join(tail) + "."))
+    if h.checks:
+        out.append(("h", "Checks per variant"))
+        out.append(("table", ["variant", "check", "result"],
+                    [[c.side, c.name, c.text] for c in sorted(h.checks, key=lambda c: (h.sides.index(c.side) if c.side in h.sides else 99, c.name))]))
+    if h.failures:
+        out.append(("h", "Failures"))
+        out.append(("list", [f"`{r.key}` **{s.name}**: {s.message}  \n  reproduce: `{r.reproducer}`" for r, s in h.failures]))
+    if h.not_run:
+        out.append(("h", f"Not run ({len(h.not_run)})"))
+        out.append(("list", [f"`{r.key}`: {_first_problem(r)}" + (f"  \n  reproduce: `{r.reproducer}`" if r.reproducer else "")
+                             for r in h.not_run]))
+    for note in h.notes:
+        out.append(("p", note))
+    return out
+
+
+def _nothing_called(rows: list[Row]) -> str:
+    if not rows:
+        return "nothing compared: no metric measured on both sides."
+    short = [r for r in rows if r.comparison.verdict.startswith("not enough repeats")]
+    if short:
+        n = min(min(r.comparison.a.n, r.comparison.b.n) for r in short)
+        return (f"no change called: {n} repeat(s) per side where at least {MIN_REPEATS} are needed "
+                f"({len(rows)} metric(s) compared; medians in Comparison).")
+    return f"no change called: {len(rows)} metric(s) compared, none beyond the noise."
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    esc = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    return ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)] + \
+        ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+
+
+def headline_markdown(h: Headline, level: int = 2) -> str:
+    lines = [f"{'#' * level} Verdict", ""]
+    for block in _blocks(h):
+        kind = block[0]
+        if kind == "h":
+            lines += [f"{'#' * (level + 1)} {block[1]}", ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "table":
+            lines += _md_table(block[1], block[2]) + [""]
+        else:
+            lines += [f"- {item}" for item in block[1]] + [""]
+    return "\n".join(lines)
+
+
+def _inline_html(text: str) -> str:
+    """The few markdown marks the headline uses (`code`, **bold**, line breaks) as HTML."""
+    import re
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+    return t.replace("  \n", "<br>")
+
+
+def headline_html(h: Headline) -> str:
+    parts = ["<h2>Verdict</h2>"]
+    for block in _blocks(h):
+        kind = block[0]
+        if kind == "h":
+            parts.append(f"<h3>{_inline_html(block[1])}</h3>")
+        elif kind == "p":
+            parts.append(f"<p>{_inline_html(block[1])}</p>")
+        elif kind == "table":
+            parts.append(_table(block[1], [[_inline_html(c) for c in r] for r in block[2]], cls="headline"))
+        else:
+            parts.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block[1]) + "</ul>")
+    return "\n".join(parts)
+
+
+def headline_terminal(h: Headline) -> str:
+    """For the end of ./run-matrix and `orchestrator compare`: the markdown headline, which reads as text."""
+    return headline_markdown(h)
+
+
+# ---- full tables -------------------------------------------------------------
+
+def method_text() -> str:
+    from . import stats
+    how = getattr(stats, "METHOD", "median change; 95% bootstrap CI")
+    return (f"Median (min–max, n) per side; {how}. The A/A noise floor is the difference between halves of each "
+            "side's repeats; a change is called (up/down) only when its interval clears that floor. Metrics a cell "
+            "did not measure are left out, never taken as 0. Better/worse follows each workload's `compare:` declaration.")
+
+
+def comparison_markdown(h: Headline) -> str:
+    lines = ["## Comparison", "", method_text(), ""]
+    for group in h.groups:
+        for a, b in h.pairs(group):
+            rows = [r for r in h.rows if (r.group, r.a, r.b) == (group, a, b)]
+            shown, quiet = [r for r in rows if not r.unchanged], [r for r in rows if r.unchanged]
+            lines += [f"### {a} → {b} · {group.label}", ""]
+            head = FULL_COLS[:1] + [a, b] + FULL_COLS[3:]
+            if shown:
+                lines += _md_table(head, [_full_cells(r) for r in shown]) + [""]
+            if quiet:
+                lines += [f"<details><summary>{len(quiet)} metric(s) without a change (equal medians or within noise)</summary>",
+                          ""] + _md_table(head, [_full_cells(r) for r in quiet]) + ["", "</details>", ""]
+            if nm := _not_measured_text(h, group, a, b):
+                lines += [nm[0].upper() + nm[1:] + ".", ""]
+    return "\n".join(lines)
+
+
+def cells_markdown(records: list[CellRecord]) -> str:
+    rows = [[f"`{r.key}`", r.status, fmt(r.metrics["workload.seconds"]) if "workload.seconds" in r.metrics else "–",
+             fmt(r.metrics["boot.ready_s"]) if "boot.ready_s" in r.metrics else "–", _first_problem(r)] for r in records]
+    return "\n".join(["## Cells", ""] + _md_table(["cell", "status", "workload s", "boot s", "first problem"], rows)) + "\n"
+
+
+def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> str:
+    return render_markdown(_headline(matrix, recs), [r for r, _ in recs])
+
+
+def render_markdown(h: Headline, records: list[CellRecord]) -> str:
+    parts = [f"# {h.title}: {len(records)} cell(s)", "", headline_markdown(h), comparison_markdown(h), cells_markdown(records)]
+    parts += [s.rstrip() + "\n" for s in _extra_sections(records)]
+    return "\n".join(parts)
+
+
+def _extra_sections(records: list[CellRecord]) -> list[str]:
+    return [s for f in EXTRA_SECTIONS if (s := f(records))]
+
+
+# ---- plots -------------------------------------------------------------------
+
+def plots(h: Headline) -> list[tuple[str, str]]:
+    """(group label, base64 PNG) per group: one panel per measured metric, each
+    side's median (the same stats median as the tables) with a bar from its
+    minimum to its maximum and every repeat as a dot.  [] without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    seen = list(dict.fromkeys(r.cell.get("variant") for r in records))
-    variants = [v for v in (order or []) if v in seen] + [v for v in seen if v not in (order or [])]
     out = []
-    for metric, title in KEY_METRICS.items():
-        data = [[float(r.metrics[metric]) for r in records if r.cell.get("variant") == v and metric in r.metrics] for v in variants]
-        if not any(v for d in data for v in d):
-            continue  # all zero or absent: a blank chart says nothing
-        fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=100)
-        med = [sorted(d)[len(d) // 2] if d else 0 for d in data]
-        ax.bar(variants, med, color="#4878a8")
-        for i, d in enumerate(data):
-            ax.scatter([i] * len(d), d, color="#c44e52", zorder=3, s=14)
-        ax.set_title(title, fontsize=10)
-        ax.tick_params(labelsize=8)
+    for group in h.groups:
+        series: dict[str, dict[str, tuple]] = {}  # metric title -> side -> (summary, values)
+        for r in h.rows:
+            if r.group != group:
+                continue
+            panel = series.setdefault(r.metric.title(), {})
+            panel.setdefault(r.a, r.comparison.a)
+            panel.setdefault(r.b, r.comparison.b)
+        panels = [(t, p) for t, p in series.items() if any(s.maximum != 0 or s.minimum != 0 for s in p.values())]
+        if not panels:
+            continue
+        cols = min(4, len(panels))
+        nrows = (len(panels) + cols - 1) // cols
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.6 * nrows), dpi=90, squeeze=False)
+        for ax, (title, panel) in zip(axes.flat, panels):
+            names = [s for s in h.sides if s in panel] + [s for s in panel if s not in h.sides]
+            meds = [panel[s].median for s in names]
+            lo = [panel[s].median - panel[s].minimum for s in names]
+            hi = [panel[s].maximum - panel[s].median for s in names]
+            ax.errorbar(range(len(names)), meds, yerr=[lo, hi], fmt="o", color="#4878a8", ecolor="#999", capsize=4, ms=6)
+            ax.set_xticks(range(len(names)), names, fontsize=8)
+            ax.set_xlim(-0.5, len(names) - 0.5)
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.set_ylim(bottom=0)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.suptitle(group.label, fontsize=10)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         plt.close(fig)
-        out.append((title, base64.b64encode(buf.getvalue()).decode()))
+        out.append((group.label, base64.b64encode(buf.getvalue()).decode()))
     return out
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+# ---- HTML ----------------------------------------------------------------------
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table class=\"{cls}\"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path]], md: str) -> str:
-    records = [r for r, _ in recs]
+def _status_html(status: str) -> str:
+    cls = {PASSED: "ok", NOT_RUN: "notrun"}.get(status, "bad")
+    return f'<span class="{cls}">{html.escape(status)}</span>'
+
+
+def render_html(h: Headline, records: list[CellRecord]) -> str:
     e = html.escape
-    imgs = "".join(f'<figure><img alt="{e(t)}" src="data:image/png;base64,{b}"></figure>'
-                   for t, b in _plots(records, list(dict.fromkeys(c.variant for c in matrix.cells))))
-    cells = []
-    for r in records:
-        m = r.metrics
-        def g(k: str) -> str:
-            return _fmt(m[k]) if k in m else "–"
-        cls = "ok" if r.status == "passed" else "bad"
-        cells.append([f"<code>{e(r.key)}</code>", f'<span class="{cls}">{e(r.status)}</span>',
-                      g("lock.mmu_lock.write.acquisitions"), g("lock.mmu_lock.read.acquisitions"),
-                      g("lock.mmu_lock.write.contentions"), g("kprobe.age_gfn.hits"), g("workload.seconds")])
-    failing = "".join(f"<li><code>{e(r.key)}</code> <b>{e(st.name)}</b>: {e(st.message)}<br>reproduce: <code>{e(r.reproducer)}</code>"
-                      + (f"<pre>{e(st.excerpt[-3000:])}</pre>" if st.excerpt else "") + "</li>"
-                      for r in records for st in r.steps if st.status in (FAILED, ERROR))
+    imgs = "".join(f'<figure><img alt="{e(t)}" src="data:image/png;base64,{b}"></figure>' for t, b in plots(h))
     comp = []
-    for wl, pair, metric, c in comparison_rows(matrix, records):
-        ci = f"{c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
-        comp.append([e(wl), e(pair), e(KEY_METRICS[metric]),
-                     f"{_fmt(c.a.median)} ({_fmt(c.a.minimum)}–{_fmt(c.a.maximum)}, n={c.a.n})",
-                     f"{_fmt(c.b.median)} ({_fmt(c.b.minimum)}–{_fmt(c.b.maximum)}, n={c.b.n})",
-                     f"{c.change_pct:+.1f}%" if c.change_pct is not None else "–", ci,
-                     f"±{c.noise_pct:.1f}%" if c.noise_pct is not None else "not measured", e(c.verdict)])
-    extra = "".join(f"<section>{section}</section>" for section in _extra_sections_html(records))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(matrix.name)}</title>
-<style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}figure{{display:inline-block;margin:.4em}}
+    for group in h.groups:
+        for a, b in h.pairs(group):
+            rows = [r for r in h.rows if (r.group, r.a, r.b) == (group, a, b)]
+            shown, quiet = [r for r in rows if not r.unchanged], [r for r in rows if r.unchanged]
+            head = FULL_COLS[:1] + [a, b] + FULL_COLS[3:]
+            comp.append(f"<h3>{e(a)} → {e(b)} · {e(group.label)}</h3>")
+            if shown:
+                comp.append(_table(head, [[e(c) for c in _full_cells(r)] for r in shown]))
+            if quiet:
+                comp.append(f"<details><summary>{len(quiet)} metric(s) without a change (equal medians or within noise)</summary>"
+                            + _table(head, [[e(c) for c in _full_cells(r)] for r in quiet]) + "</details>")
+            if nm := _not_measured_text(h, group, a, b):
+                comp.append(f"<p>{e(nm[0].upper() + nm[1:])}.</p>")
+    cells = [[f"<code>{e(r.key)}</code>", _status_html(r.status),
+              fmt(r.metrics["workload.seconds"]) if "workload.seconds" in r.metrics else "–",
+              fmt(r.metrics["boot.ready_s"]) if "boot.ready_s" in r.metrics else "–", e(_first_problem(r))] for r in records]
+    excerpts = "".join(f"<details><summary><code>{e(r.key)}</code> {e(s.name)}</summary><pre>{e(s.excerpt[-3000:])}</pre></details>"
+                       for r, s in h.failures if s.excerpt)
+    extra = "".join(f"<section><pre>{e(s)}</pre></section>" for s in _extra_sections(records))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(h.title.strip('`'))}</title>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}figure{{display:block;margin:.4em 0}}
 table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}
-th{{background:#eee}}.ok{{color:#1a7f37;font-weight:bold}}.bad{{color:#c62828;font-weight:bold}}
-pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}</style></head><body>
-<h1>Matrix {e(matrix.name)}: {len(records)} cell(s)</h1>
-{_table(["cell", "status", "mmu_lock write acq", "mmu_lock read acq", "write contentions", "kvm_age_gfn calls", "workload s"], cells)}
-{"<h2>Failures</h2><ul>" + failing + "</ul>" if failing else ""}
-<h2>Plots</h2><div>{imgs or "<p>(plots need matplotlib)</p>"}</div>
-<h2>Comparison</h2><p>Median (min–max, n) per variant; change of the median; 95% bootstrap CI of the change;
-the noise floor is the A/A difference between halves of each variant's repeats. No change is called with fewer than 3 repeats.</p>
-{_table(["workload", "pair", "metric", "A", "B", "change", "95% CI", "noise", "verdict"], comp)}
+th{{background:#eee}}table.headline td:first-child{{font-weight:bold}}.ok{{color:#1a7f37;font-weight:bold}}
+.bad{{color:#c62828;font-weight:bold}}.notrun{{color:#8a6d00;font-weight:bold}}h3{{margin-bottom:.2em}}
+pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}details{{margin:.3em 0}}</style></head><body>
+<h1>{_inline_html(h.title)}: {len(records)} cell(s)</h1>
+{headline_html(h)}
+<h2>Plots</h2><p>Median of each side with a bar from its minimum to its maximum (n repeats); panels whose values are all 0 are left out.</p>
+<div>{imgs or "<p>(no plots: nothing measured on both sides, or matplotlib missing)</p>"}</div>
+<h2>Comparison</h2><p>{e(method_text())}</p>
+{"".join(comp) or "<p>nothing compared</p>"}
+<h2>Cells</h2>
+{_table(["cell", "status", "workload s", "boot s", "first problem"], cells)}
+{"<h2>Failure excerpts</h2>" + excerpts if excerpts else ""}
 {extra}
 </body></html>"""
 
 
-def _extra_sections_html(records: list[CellRecord]) -> list[str]:
-    """Sections other modules contribute (e.g. race evidence), as HTML."""
-    section = race_section(records)
-    return [f"<h2>Race evidence</h2><pre>{html.escape(section)}</pre>"] if section else []
+def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]], md: str = "") -> str:
+    return render_html(_headline(matrix, recs), [r for r, _ in recs])
 
 
-def write_reports(matrix: Matrix, recs: list[tuple[CellRecord, Path]], out: Path) -> None:
-    md = markdown(matrix, recs)
-    for name, text in (("summary.md", md), ("report.html", html_report(matrix, recs, md))):
+def _headline(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> Headline:
+    variants = list(dict.fromkeys(c.variant for c in matrix.cells))
+    records = [r for r, _ in recs]
+    order = list(dict.fromkeys(variants + [str(r.cell.get("variant")) for r in records]))
+    return run_headline(matrix.name, records, matrix.compare or default_pairs(order), order)
+
+
+def write_headline_reports(h: Headline, recs: list[tuple[CellRecord, Path | None]], out: Path) -> None:
+    records = [r for r, _ in recs]
+    for name, text in (("summary.md", render_markdown(h, records)), ("report.html", render_html(h, records))):
         tmp = out / (name + ".tmp")
         tmp.write_text(text)
         tmp.replace(out / name)
+
+
+def write_reports(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]], out: Path) -> Headline:
+    """summary.md and report.html for a run; returns the headline (printed at the end of run-matrix)."""
+    h = _headline(matrix, recs)
+    write_headline_reports(h, recs, out)
+    return h

@@ -36,7 +36,8 @@ from .paths import PATCHES_DIR, PROJECT_ROOT
 from .pipeline import BuildRequest, SeriesDidNotApply, VariantBuild, build_variant
 from .progress import fmt_duration
 from .report import write_reports
-from .results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, write_json_atomic
+from .report import headline_terminal
+from .results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, exit_status, not_run_record, write_json_atomic
 from .tracing import load_tracepoint_set
 from .variants import resolve as resolve_variant
 from .verdicts import load_expectations, verdict_steps
@@ -323,6 +324,7 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     state = RunState()
     builds: dict[tuple[str, str], BuildOutcome] = {}
+    built_for: dict[tuple[str, str], str] = {}  # kernel -> the cell whose build step carries its time
     start = time.monotonic()
     exit_code = 0
     failure: UserError | None = None
@@ -346,7 +348,10 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
             _say(f"cell {i}/{len(cells)} {cell.key}: build ({fmt_duration(elapsed)} elapsed{eta})")
             if cell.build_key not in builds:
                 builds[cell.build_key] = build_cell_kernel(matrix, cell.variant, cell.config_set)
+                built_for[cell.build_key] = cell.key
             built = builds[cell.build_key]
+            if built_for[cell.build_key] != cell.key:
+                built = _reused(built, built_for[cell.build_key])
             key = cell_inputs_key(cell, built.build)
             if opts.resume:
                 old = CellRecord.load(cell_dir)
@@ -379,9 +384,10 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
                                  "rerun with --resume")
     finally:
         proc.end_all()
+        headline = None
         try:
             write_junit(state.records, out / "junit.xml")
-            write_reports(matrix, state.records, out)
+            headline = write_reports(matrix, state.records, out)
         except OSError as exc:
             if exc.errno not in DISK_FULL:
                 raise
@@ -392,13 +398,12 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
                 signal.signal(sig, handler)
     if failure is not None:
         raise failure
+    if headline is not None:
+        print(headline_terminal(headline), flush=True)
     _say(f"results: {out}/junit.xml, {out}/summary.md, {out}/report.html")
     if state.interrupted:
         return exit_code
-    statuses = {r.status for r, _ in state.records}
-    if ERROR in statuses and FAILED not in statuses:
-        return EXIT_INFRA
-    return EXIT_FAIL if FAILED in statuses or ERROR in statuses else EXIT_OK
+    return exit_status({r.status for r, _ in state.records})
 
 
 def _run_concurrently(pending: list[tuple[int, Cell, BuildOutcome, str]], opts: RunOptions, finished) -> None:
@@ -424,21 +429,30 @@ def _run_concurrently(pending: list[tuple[int, Cell, BuildOutcome, str]], opts: 
 
 
 def _add_unfinished(state: RunState, cells: list[Cell], done: set[str], out: Path, opts: RunOptions) -> None:
-    """The interrupted cell (as far as it got) and the cells not started, for the partial JUnit.
+    """The interrupted cell (as far as it got) and the cells not started, for the partial reports.
 
-    Neither is marked complete on disk, so --resume runs them again.
+    Neither is marked complete, so their status is "not run" (or "error" for the
+    cell the interruption cut short) and --resume runs them again.
     """
     for cell in cells:
         if cell.key in done or any(r.key == cell.key for r, _ in state.records):
             continue
         cell_dir = out / "cells" / cell.key
         rec = CellRecord.load(cell_dir)
-        if rec is None or rec.complete:
-            rec = CellRecord(cell.key, cell.to_json(), "", reproducer(opts, cell),
-                             [Step("not run", SKIPPED, 0.0, "the run was interrupted before this cell")])
-            state.records.append((rec, None))
+        if rec is None or rec.complete:  # never started in this run (a complete record is an older run's)
+            state.records.append((not_run_record(cell.to_json(), reproducer(opts, cell),
+                                                 "the run was interrupted before this cell"), None))
         else:
             state.records.append((rec, cell_dir))
+
+
+def _reused(built: BuildOutcome, first: str) -> BuildOutcome:
+    """The build steps for a cell whose kernel an earlier cell built: the same
+    verdicts, but 0 s, so the time is counted once (JUnit totals, CI dashboards)."""
+    steps = [Step(s.name, s.status, 0.0, s.message + (f" (built for cell {first})" if s.message else ""), s.excerpt,
+                  (f"0 s, built for cell {first}\n" + s.output) if s.name == "build" else s.output)
+             if s.seconds or s.name == "build" else s for s in built.steps]
+    return BuildOutcome(steps, built.build, 0.0)
 
 
 def _say(text: str) -> None:

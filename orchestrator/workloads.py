@@ -6,6 +6,7 @@ Values from YAML only ever reach the guest as shell-quoted arguments.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import shlex
@@ -30,6 +31,30 @@ class ParamSpec:
     help: str = ""
 
 
+# How a compared metric moves when things get better.
+# "neither" is for evidence counts (lock acquisitions, aging calls) whose
+# change is the point of a series but is no improvement in itself.
+BETTER = ("lower", "higher", "neither")
+COMPARED_KEYS = {"metric": "metric name as in metrics.json (e.g. lock.mmu_lock.write.acquisitions)",
+                 "label": "what the report calls it", "unit": "unit shown after values (\"\" for a count)",
+                 "better": "lower, higher or neither"}
+# First component of every metric name the collectors and parsers emit
+# (evidence.py, race_report.py, runner.py); a workload's own lines add its prefix.
+METRIC_FAMILIES = ("boot", "kprobe", "lock", "lru_gen", "memcg", "nested_kvm", "phase", "race", "trace", "vmstat", "workload")
+
+
+@dataclass(frozen=True)
+class ComparedMetric:
+    """A metric the report compares across variants, declared by the workload (`compare:`)."""
+    metric: str
+    label: str
+    unit: str
+    better: str  # one of BETTER
+
+    def title(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -42,6 +67,7 @@ class Workload:
     output: str  # one of OUTPUT_PARSERS
     path: Path
     metric_prefix: str = ""  # metric-lines: names become <prefix>.<name>; default the workload name
+    compared: tuple[ComparedMetric, ...] = ()  # `compare:`, in report order
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, str]:
         unknown = set(given) - set(self.params)
@@ -72,8 +98,9 @@ def load_workload(name: str) -> Workload:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml")))
         raise UserError(f"unknown workload {name!r}", hint=f"known workloads: {known}")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -94,7 +121,60 @@ def load_workload(name: str) -> Workload:
             raise UserError(f"{path}: params.{pname} needs default and pattern")
         params[pname] = ParamSpec(pname, spec["default"], spec["pattern"], spec.get("help", ""))
     return Workload(name, data.get("description", ""), data["program"], tuple(str(a) for a in data["args"]),
-                    params, int(data["timeout_s"]), data.get("tracepoints"), output, path, prefix)
+                    params, int(data["timeout_s"]), data.get("tracepoints"), output, path, prefix,
+                    _compared(path, text, prefix))
+
+
+def _closest(word: str, choices) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (closest: {near[0]!r})" if near else ""
+
+
+def _compared(path: Path, text: str, prefix: str) -> tuple[ComparedMetric, ...]:
+    """The `compare:` list, checked entry by entry; errors name file, line and field."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = next((v for k, v in root.value if k.value == "compare"), None) if isinstance(root, yaml.MappingNode) else None
+    if node is None:
+        return ()
+
+    def where(n: yaml.Node, field: str) -> str:
+        return f"{path}:{n.start_mark.line + 1}: {field}"
+
+    example = "- {metric: workload.seconds, label: workload wall time, unit: s, better: lower}"
+    if not isinstance(node, yaml.SequenceNode):
+        raise UserError(f"{where(node, 'compare')}: expected a list of metric declarations", hint=f"entries like {example}")
+    families = sorted({*METRIC_FAMILIES, prefix})
+    out: list[ComparedMetric] = []
+    for i, item in enumerate(node.value):
+        field = f"compare[{i}]"
+        if not isinstance(item, yaml.MappingNode):
+            raise UserError(f"{where(item, field)}: expected a mapping with {', '.join(COMPARED_KEYS)}", hint=f"e.g. {example}")
+        values: dict[str, str] = {}
+        for k, v in item.value:
+            if k.value not in COMPARED_KEYS:
+                raise UserError(f"{where(k, field + '.' + str(k.value))}: unknown field{_closest(str(k.value), COMPARED_KEYS)}",
+                                hint="fields: " + "; ".join(f"{n} ({d})" for n, d in COMPARED_KEYS.items()))
+            if not isinstance(v, yaml.ScalarNode):
+                raise UserError(f"{where(v, field + '.' + k.value)}: expected a string", hint=f"e.g. {example}")
+            values[k.value] = str(v.value)
+        missing = [k for k in COMPARED_KEYS if k not in values]
+        if missing:
+            raise UserError(f"{where(item, field)}: missing {', '.join(missing)}",
+                            hint="fields: " + "; ".join(f"{n} ({d})" for n, d in COMPARED_KEYS.items()))
+        metric, better = values["metric"], values["better"]
+        if not _METRIC_NAME.fullmatch(metric) or metric.split(".")[0] not in families or "." not in metric:
+            head = metric.split(".")[0]
+            raise UserError(f"{where(item, field + '.metric')}: {metric!r} is not a metric name this workload can produce"
+                            f"{_closest(head, families) if head not in families else ''}",
+                            hint=f"names are FAMILY.NAME with FAMILY one of: {', '.join(families)}; "
+                                 "see a cell's metrics.json for the exact names")
+        if better not in BETTER:
+            raise UserError(f"{where(item, field + '.better')}: {better!r}{_closest(better, BETTER)}",
+                            hint=f"expected one of: {', '.join(BETTER)}")
+        if metric in {c.metric for c in out}:
+            raise UserError(f"{where(item, field + '.metric')}: {metric!r} is declared twice", hint="keep one entry")
+        out.append(ComparedMetric(metric, values["label"], values["unit"], better))
+    return tuple(out)
 
 
 _PHASE = re.compile(r"^(?P<phase>[A-Za-z][A-Za-z0-9 /_-]*?)\s*:\s*(?P<sec>\d+\.\d+)s\s*$")
