@@ -230,7 +230,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
                 return EXIT_FAIL
         if args.shell:
             print("attached to the guest console; exit the shell or press Ctrl-] to stop", file=sys.stderr)
-            g.console.interact()
+            how = g.console.interact()  # exiting the shell ends the session, like Ctrl-]
+            print({"shell-exit": "the shell exited: powering the guest off", "escape": "Ctrl-]: powering the guest off",
+                   "qemu-exit": "QEMU exited"}[how], file=sys.stderr)
             return EXIT_OK
         if args.exec:
             status, out = shell.run(args.exec, timeout=args.timeout)

@@ -67,6 +67,15 @@ KEEP_TAIL = 256 << 10
 # How often a command's output is searched in full for its end marker when no
 # new "END-" arrived (a kernel message may have split the marker).
 FULL_PARSE_EVERY_S = 1.0
+SHELL_EXIT_MARKER = "ORCH-SHELL-EXIT"  # guest/init, after the console shell ended
+# At the start of a line and alone on it: `cat /init` shows the echo command, not this.
+_SHELL_EXIT = re.compile(rb"(?:^|\n)" + SHELL_EXIT_MARKER.encode() + rb"\r?\n")
+
+
+class _ShellExited(Exception):
+    """Raised from interact()'s output filter to end the session."""
+
+
 _KMSG_FRAGMENT = re.compile(r"\[\s*\d+\.\d+\][^\n]*\n")
 _READY_RE = re.compile(r"ORCH-READY uptime=([0-9.]+)")
 
@@ -278,16 +287,37 @@ class GuestConsole:
             self._log.close()
             self._log = None
 
-    def interact(self) -> None:
-        """Hand the console to the user's terminal until they press Ctrl-] or QEMU exits."""
+    def interact(self) -> str:
+        """Hand the console to the user's terminal until they press Ctrl-], the
+        shell exits, or QEMU exits; returns which ("escape", "shell-exit", "qemu-exit").
+
+        guest/init runs the console shell in a loop (PID 1 must not exit) and
+        prints SHELL_EXIT_MARKER each time it ends: seeing it ends the session,
+        so `exit` does what the user expects instead of starting a new shell.
+        """
         if self._child is None:
             raise ConsoleError("QEMU is not running")
         self._child.logfile_read = None  # interact() copies output itself
+        self._interact_tail = b""
         try:
-            self._child.interact(escape_character=chr(29), output_filter=self._log_output)
+            self._child.interact(escape_character=chr(29), output_filter=self._watch_output)
+        except _ShellExited:
+            return "shell-exit"
         finally:
             if self._log is not None:
                 self._child.logfile_read = self._log
+        return "escape" if self._child.isalive() else "qemu-exit"
+
+    def _watch_output(self, data: bytes) -> bytes:
+        data = self._log_output(data)
+        # The marker may be split across reads: look at the end of the last chunk too.
+        seen = self._interact_tail + data
+        if m := _SHELL_EXIT.search(seen):
+            shown = max(0, m.start() - len(self._interact_tail))
+            os.write(1, data[:shown])  # what came before the marker, as interact() would
+            raise _ShellExited
+        self._interact_tail = seen[-(len(SHELL_EXIT_MARKER) + 4):]
+        return data
 
     def _log_output(self, data: bytes) -> bytes:
         if self._log is not None:
