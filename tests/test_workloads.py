@@ -161,3 +161,50 @@ def test_defaults_without_output_and_prefix(tmp_path, monkeypatch):
     w = load_workload("x")
     assert w.output == "none" and w.metric_prefix == "x"
     assert w.params == {} and w.timeout_s == 5
+
+
+# ---- `compare:` declarations (what the report compares for a workload) --------
+
+def test_every_workload_declares_its_own_figures():
+    # mglru-aging used to be compared on lock counts only: its own figures must be declared.
+    names = {w: [c.metric for c in load_workload(w).compared] for w in ("page-idle", "mglru-aging", "memcg-reclaim", "race")}
+    assert {"mglru.vcpu_wall_s", "mglru.aging_passes", "mglru.aging_avg_s", "mglru.aging_max_s"} <= set(names["mglru-aging"])
+    assert "phase.mark_memory_idle_total_s" in names["page-idle"]
+    assert "reclaim.vcpu_pages_per_s" in names["memcg-reclaim"] and "race.lost_races" in names["race"]
+    wall = next(c for c in load_workload("mglru-aging").compared if c.metric == "mglru.vcpu_wall_s")
+    assert (wall.label, wall.unit, wall.better, wall.title()) == ("vCPU wall time", "s", "lower", "vCPU wall time (s)")
+
+
+def test_declared_metrics_are_what_real_runs_print():
+    # Every declared mglru./reclaim. name is one the real programs printed (fixtures captured from real runs).
+    seen = {**parse_metric_lines(text("mglru-aging-baseline.txt"), "mglru"),
+            **parse_metric_lines(text("memcg-reclaim-baseline.txt"), "reclaim")}
+    for w in ("mglru-aging", "memcg-reclaim"):
+        prefix = load_workload(w).metric_prefix
+        own = [c.metric for c in load_workload(w).compared if c.metric.startswith(prefix + ".")]
+        assert own and all(m in seen for m in own), [m for m in own if m not in seen]
+
+
+@pytest.mark.parametrize("entry, where, words", [
+    ("  - {metric: mglru.vcpu_wall_s, label: wall, unit: s, better: lowr}", "compare[1].better", ["'lowr'", "closest: 'lower'"]),
+    ("  - {metric: lokc.mmu_lock.write.acquisitions, label: w, unit: '', better: lower}", "compare[1].metric", ["closest: 'lock'"]),
+    ("  - {metric: mglru.x, label: x, unit: s, better: lower, colour: red}", "compare[1].colour", ["unknown field"]),
+    ("  - {metric: mglru.x, label: x}", "compare[1]", ["missing unit, better"]),
+    ("  - mglru.x", "compare[1]", ["expected a mapping"]),
+])
+def test_bad_compare_entries_name_file_line_and_field(tmp_path, monkeypatch, entry, where, words):
+    monkeypatch.setattr(workloads, "WORKLOADS_DIR", tmp_path)
+    _write(tmp_path, "output: metric-lines\nmetric_prefix: mglru\ncompare:\n"
+                     "  - {metric: workload.seconds, label: wall, unit: s, better: lower}\n" + entry + "\n")
+    with pytest.raises(UserError) as exc:
+        load_workload("x")
+    assert exc.value.message.startswith(f"{tmp_path / 'x.yaml'}:8: {where}"), exc.value.message
+    assert all(w in exc.value.message for w in words), exc.value.message
+    assert exc.value.hint
+
+
+def test_compare_must_be_a_list(tmp_path, monkeypatch):
+    monkeypatch.setattr(workloads, "WORKLOADS_DIR", tmp_path)
+    _write(tmp_path, "compare: workload.seconds\n")
+    with pytest.raises(UserError, match=r"x.yaml:4: compare: expected a list"):
+        load_workload("x")
