@@ -20,12 +20,9 @@
  * memory.reclaim requests, and memory.stat deltas of the memcg over the
  * pressure phase (pgsteal = pages reclaimed).
  */
-#include <signal.h>
-
 #include "orch_vm.h"
 
 static char cgroup[4096];
-static char max_file[4200];
 static uint64_t reclaim_bytes = 8ULL << 20;
 static unsigned int interval_ms = 250;
 static bool reclaim_stop;
@@ -34,65 +31,6 @@ static struct {
 	uint64_t requests, ok, eagain, errors;
 	double total_s, max_s;
 } reclaim;
-
-/* Memcg events reported as deltas over the pressure phase. */
-static const char *const stat_keys[] = {
-	"pgscan", "pgsteal", "pgrefill", "pgactivate", "pgdeactivate", "pgmajfault",
-	"workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout",
-	"swpin_zero", "swpout_zero", "thp_swpout",
-};
-#define NR_STAT_KEYS (sizeof(stat_keys) / sizeof(stat_keys[0]))
-
-static void read_stats(int64_t *out)
-{
-	char path[4200];
-	char *text;
-	size_t i;
-
-	orch_cgroup_file(path, sizeof(path), cgroup, "memory.stat");
-	text = orch_read_file(path);
-	TEST_ASSERT(text, "cannot read %s: %s", path, strerror(errno));
-	for (i = 0; i < NR_STAT_KEYS; i++)
-		out[i] = orch_stat_value(text, stat_keys[i]);
-	free(text);
-}
-
-static uint64_t read_u64_file(const char *file)
-{
-	char path[4200];
-	char *text;
-	uint64_t v;
-
-	orch_cgroup_file(path, sizeof(path), cgroup, file);
-	text = orch_read_file(path);
-	TEST_ASSERT(text, "cannot read %s: %s", path, strerror(errno));
-	v = strtoull(text, NULL, 10);
-	free(text);
-	return v;
-}
-
-static void lift_limit(void)
-{
-	if (max_file[0])
-		orch_write_file(max_file, "max\n");
-}
-
-static void on_signal(int sig)
-{
-	/* SIGTERM/SIGINT: never leave the memcg capped (field notes: thrashing). */
-	lift_limit();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static bool have_swap(void)
-{
-	char *text = orch_read_file("/proc/swaps");
-	bool ok = text && strchr(text, '\n') && strchr(strchr(text, '\n') + 1, '/');
-
-	free(text);
-	return ok;
-}
 
 static void *reclaim_main(void *arg)
 {
@@ -143,16 +81,12 @@ static void help(const char *name)
 int main(int argc, char *argv[])
 {
 	int nr_vcpus = 1, write_percent = 100, limit_pct = 75, opt, mode_arg = -1;
-	uint64_t vcpu_bytes = 64ULL << 20, usage, limit = 0;
-	int64_t before[NR_STAT_KEYS], after[NR_STAT_KEYS];
+	uint64_t vcpu_bytes = 64ULL << 20, limit = 0;
+	int64_t before[ORCH_NR_MEMCG_STATS], after[ORCH_NR_MEMCG_STATS];
 	unsigned int seconds = 10;
 	enum vm_guest_mode mode;
-	char text[64], name[64];
 	pthread_t thread;
 	struct kvm_vm *vm;
-	double t0;
-	size_t i;
-	int err;
 
 	guest_modes_append_default();
 	while ((opt = getopt(argc, argv, "hm:v:b:d:l:r:I:w:")) != -1) {
@@ -191,29 +125,19 @@ int main(int argc, char *argv[])
 	TEST_ASSERT(write_percent <= 100 && limit_pct <= 100, "-w and -l take 0..100");
 	orch_own_cgroup(cgroup, sizeof(cgroup));
 	TEST_ASSERT(strcmp(cgroup, "/"), "run in a child memcg, not the root cgroup");
-	TEST_ASSERT(!limit_pct || have_swap(),
+	TEST_ASSERT(!limit_pct || orch_have_swap(),
 		    "no swap: a memory.max below the VM's memory would end in the OOM killer "
 		    "(run through memcg-reclaim.sh, which sets up zram, or pass -l 0)");
 
 	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, 0);
 
-	read_stats(before);
-	usage = read_u64_file("memory.current");
-	orch_metric_u64("usage_bytes", usage);
+	orch_memcg_stats(cgroup, before);
 	if (limit_pct) {
-		orch_cgroup_file(max_file, sizeof(max_file), cgroup, "memory.max");
-		atexit(lift_limit);	/* TEST_ASSERT failures exit() */
-		signal(SIGTERM, on_signal);
-		signal(SIGINT, on_signal);
-		limit = (usage / 100 * limit_pct) & ~4095ULL;	/* page aligned */
-		snprintf(text, sizeof(text), "%" PRIu64 "\n", limit);
-		/* The write reclaims down to the limit before it returns. */
-		t0 = orch_now();
-		err = orch_write_file(max_file, text);
-		TEST_ASSERT(!err, "writing %s to %s: %s", text, max_file, strerror(-err));
-		orch_metric("limit_s", orch_now() - t0);
+		limit = orch_memcg_cap(cgroup, limit_pct);
+	} else {
+		orch_metric_u64("usage_bytes", orch_memcg_u64(cgroup, "memory.current"));
+		orch_metric_u64("limit_bytes", 0);
 	}
-	orch_metric_u64("limit_bytes", limit);
 	if (reclaim_bytes)
 		pthread_create(&thread, NULL, reclaim_main, NULL);
 	orch_vcpus_go();
@@ -224,8 +148,8 @@ int main(int argc, char *argv[])
 		pthread_join(thread, NULL);
 	}
 	/* Stats of the pressure phase only: before the limit goes and vCPUs catch up. */
-	read_stats(after);
-	lift_limit();
+	orch_memcg_stats(cgroup, after);
+	orch_memcg_lift();
 	orch_vcpus_report(vm, vcpu_bytes / memstress_args.guest_page_size);
 
 	orch_metric_u64("reclaim_requests", reclaim.requests);
@@ -234,14 +158,9 @@ int main(int argc, char *argv[])
 	orch_metric_u64("reclaim_errors", reclaim.errors);
 	orch_metric("reclaim_total_s", reclaim.total_s);
 	orch_metric("reclaim_max_s", reclaim.max_s);
-	for (i = 0; i < NR_STAT_KEYS; i++) {
-		if (before[i] < 0 || after[i] < 0)
-			continue;	/* not in this kernel's memory.stat */
-		snprintf(name, sizeof(name), "memcg_%s", stat_keys[i]);
-		orch_metric_u64(name, after[i] - before[i]);
-	}
-	pr_info("pressure phase: %" PRIu64 " of %" PRIu64 " bytes allowed, %" PRId64 " pages reclaimed (pgsteal)\n",
-		limit, usage, after[1] - before[1]);
+	orch_memcg_report(before, after);
+	pr_info("pressure phase: memory.max %" PRIu64 " bytes, %" PRId64 " pages reclaimed (pgsteal)\n",
+		limit, after[1] - before[1]);
 	memstress_destroy_vm(vm);
 	TEST_ASSERT(!reclaim.errors, "%" PRIu64 " memory.reclaim request(s) failed", reclaim.errors);
 	return 0;

@@ -13,7 +13,10 @@
  * mappings of the VM's memory (kvm_age_gfn) concurrently with the vCPUs.
  *
  * The aging thread keeps going until every vCPU is done and at least P passes
- * have completed.  Results are ORCH-METRIC lines (see orch_vm.h): vCPU wall
+ * have completed.  With -l L the memcg is also capped at L% of its usage
+ * after populating (memory.max; swap needed: run through workloads/with-swap.sh),
+ * so reclaim evicts VM pages (invalidations under the write side of mmu_lock)
+ * concurrently with the aging passes and the vCPUs' faults.  Results are ORCH-METRIC lines (see orch_vm.h): vCPU wall
  * time and throughput, aging passes, their total/average/max duration.
  */
 #include "orch_vm.h"
@@ -40,6 +43,7 @@ struct aging_stats {
 static const char *cgroup_path;
 static uint64_t min_passes = 1;
 static unsigned int sleep_ms;
+static int limit_pct;
 static struct aging_stats aging;
 
 /*
@@ -143,14 +147,15 @@ static void *aging_main(void *arg)
 
 static void help(const char *name)
 {
-	printf("usage: %s [-m mode] [-v vcpus] [-b bytes] [-i passes] [-w write%%] [-p min_aging_passes] [-s sleep_ms]\n"
+	printf("usage: %s [-m mode] [-v vcpus] [-b bytes] [-i passes] [-w write%%] [-p min_aging_passes] [-s sleep_ms] [-l limit%%]\n"
 	       " -m: guest mode ID (default: the library's default, 4K pages)\n"
 	       " -v: inner vCPUs (default 1)\n"
 	       " -b: memory per vCPU, e.g. 64M (default 64M)\n"
 	       " -i: timed passes over its memory per vCPU (default 10)\n"
 	       " -w: percentage of writes in a pass (default 100)\n"
 	       " -p: run at least this many aging passes (default 1)\n"
-	       " -s: sleep between aging passes in ms (default 0)\n", name);
+	       " -s: sleep between aging passes in ms (default 0)\n"
+	       " -l: memory.max as a percentage of memory.current after populating; 0: no limit (default 0)\n", name);
 	guest_modes_help();
 	exit(0);
 }
@@ -163,10 +168,12 @@ int main(int argc, char *argv[])
 	struct lru_target t;
 	char cgroup[4096];
 	pthread_t thread;
+	int64_t before[ORCH_NR_MEMCG_STATS], after[ORCH_NR_MEMCG_STATS];
 	struct kvm_vm *vm;
+	double t_go, t_done;
 
 	guest_modes_append_default();
-	while ((opt = getopt(argc, argv, "hm:v:b:i:w:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "hm:v:b:i:w:p:s:l:")) != -1) {
 		switch (opt) {
 		case 'm':
 			mode_arg = atoi_non_negative("Guest mode ID", optarg);
@@ -189,6 +196,9 @@ int main(int argc, char *argv[])
 		case 's':
 			sleep_ms = atoi_non_negative("Sleep between passes", optarg);
 			break;
+		case 'l':
+			limit_pct = atoi_non_negative("Limit percentage", optarg);
+			break;
 		default:
 			help(argv[0]);
 		}
@@ -196,7 +206,7 @@ int main(int argc, char *argv[])
 	mode = mode_arg < 0 ? VM_MODE_DEFAULT : (enum vm_guest_mode)mode_arg;
 	TEST_ASSERT(mode < NUM_VM_MODES && guest_modes[mode].supported, "guest mode %d not supported (see -h)", mode_arg);
 	TEST_ASSERT(nr_vcpus <= KVM_MAX_VCPUS, "at most %d vCPUs", KVM_MAX_VCPUS);
-	TEST_ASSERT(write_percent <= 100, "-w takes 0..100");
+	TEST_ASSERT(write_percent <= 100 && limit_pct <= 100, "-w and -l take 0..100");
 
 	orch_own_cgroup(cgroup, sizeof(cgroup));
 	cgroup_path = cgroup;
@@ -207,10 +217,22 @@ int main(int argc, char *argv[])
 	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, passes);
 	if (!read_target(&t))
 		aging.first_seq = t.max_seq[0];
+	orch_memcg_stats(cgroup_path, before);
+	if (limit_pct)
+		orch_memcg_cap(cgroup_path, limit_pct);
 	pthread_create(&thread, NULL, aging_main, NULL);
+	t_go = orch_now();
 	orch_vcpus_go();
 	pthread_join(thread, NULL);
+	t_done = orch_now();
+	/* Memcg events of the measured phase only, before the limit goes. */
+	orch_memcg_stats(cgroup_path, after);
+	orch_memcg_lift();
 	orch_vcpus_report(vm, vcpu_bytes / memstress_args.guest_page_size);
+	orch_metric("measured_s", t_done - t_go);
+	orch_memcg_report(before, after);
+	if (before[1] >= 0 && after[1] >= 0)
+		orch_metric("reclaim_pages_per_s", (after[1] - before[1]) / (t_done - t_go));
 
 	pr_info("aging: %" PRIu64 " passes in %.3f s (max %.3f s), max_seq %lu -> %lu\n",
 		aging.passes, aging.total_s, aging.max_s, aging.first_seq, aging.last_seq);

@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,27 @@
 
 #include "guest_modes.h"
 #include "kvm_util.h"
+#if __has_include("memstress.h")
 #include "memstress.h"
+#else
+/*
+ * Before 6.2 the library was perf_test_util (renamed memstress in 6.2, same
+ * functions and structures).  Only the write mix differs: write_percent
+ * (0-100) there, wr_fract (every Nth access writes; INT_MAX: none) here.
+ */
+#include <limits.h>
+#include "perf_test_util.h"
+#define memstress_args perf_test_args
+#define memstress_vcpu_args perf_test_vcpu_args
+#define memstress_create_vm perf_test_create_vm
+#define memstress_destroy_vm perf_test_destroy_vm
+#define memstress_start_vcpu_threads perf_test_start_vcpu_threads
+#define memstress_join_vcpu_threads perf_test_join_vcpu_threads
+static inline void memstress_set_write_percent(struct kvm_vm *vm, uint32_t write_percent)
+{
+	perf_test_set_wr_fract(vm, write_percent ? 100 / write_percent : INT_MAX);
+}
+#endif
 #include "test_util.h"
 #include "ucall_common.h"
 
@@ -272,6 +294,117 @@ static inline int64_t orch_stat_value(const char *text, const char *key)
 			p++;
 	}
 	return -1;
+}
+
+/* -- Memory pressure on the caller's memcg -------------------------------- */
+
+/* Memcg events reported as deltas over a pressure phase (memory.stat keys). */
+static const char *const orch_memcg_stat_keys[] = {
+	"pgscan", "pgsteal", "pgrefill", "pgactivate", "pgdeactivate", "pgmajfault",
+	"workingset_refault_anon", "workingset_activate_anon", "pswpin", "pswpout",
+	"swpin_zero", "swpout_zero", "thp_swpout",
+};
+#define ORCH_NR_MEMCG_STATS (sizeof(orch_memcg_stat_keys) / sizeof(orch_memcg_stat_keys[0]))
+
+static char orch_memcg_max_file[4200];
+
+/* Lift memory.max again: a capped memcg left behind thrashes the next run. */
+static inline void orch_memcg_lift(void)
+{
+	if (orch_memcg_max_file[0])
+		orch_write_file(orch_memcg_max_file, "max\n");
+}
+
+static void orch_memcg_on_signal(int sig)
+{
+	orch_memcg_lift();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static inline bool orch_have_swap(void)
+{
+	char *text = orch_read_file("/proc/swaps");
+	bool ok = text && strchr(text, '\n') && strchr(strchr(text, '\n') + 1, '/');
+
+	free(text);
+	return ok;
+}
+
+static inline uint64_t orch_memcg_u64(const char *cgroup, const char *file)
+{
+	char path[4200];
+	char *text;
+	uint64_t v;
+
+	orch_cgroup_file(path, sizeof(path), cgroup, file);
+	text = orch_read_file(path);
+	TEST_ASSERT(text, "cannot read %s: %s", path, strerror(errno));
+	v = strtoull(text, NULL, 10);
+	free(text);
+	return v;
+}
+
+/* memory.stat values of orch_memcg_stat_keys (-1: not in this kernel). */
+static inline void orch_memcg_stats(const char *cgroup, int64_t *out)
+{
+	char path[4200];
+	char *text;
+	size_t i;
+
+	orch_cgroup_file(path, sizeof(path), cgroup, "memory.stat");
+	text = orch_read_file(path);
+	TEST_ASSERT(text, "cannot read %s: %s", path, strerror(errno));
+	for (i = 0; i < ORCH_NR_MEMCG_STATS; i++)
+		out[i] = orch_stat_value(text, orch_memcg_stat_keys[i]);
+	free(text);
+}
+
+/* ORCH-METRIC memcg_<key> lines: the deltas between two orch_memcg_stats(). */
+static inline void orch_memcg_report(const int64_t *before, const int64_t *after)
+{
+	char name[64];
+	size_t i;
+
+	for (i = 0; i < ORCH_NR_MEMCG_STATS; i++) {
+		if (before[i] < 0 || after[i] < 0)
+			continue;
+		snprintf(name, sizeof(name), "memcg_%s", orch_memcg_stat_keys[i]);
+		orch_metric_u64(name, after[i] - before[i]);
+	}
+}
+
+/*
+ * Cap the caller's memcg at pct% of its current usage (page aligned): the
+ * write reclaims down to the limit before it returns.  The limit is lifted at
+ * exit (TEST_ASSERT failures exit()) and on SIGTERM/SIGINT.  Anonymous memory
+ * needs swap to be reclaimed, else the cap ends in the OOM killer.  Prints
+ * usage_bytes, limit_bytes and limit_s; returns the limit.
+ */
+static inline uint64_t orch_memcg_cap(const char *cgroup, int pct)
+{
+	uint64_t usage = orch_memcg_u64(cgroup, "memory.current"), limit;
+	char text[64];
+	double t0;
+	int err;
+
+	TEST_ASSERT(strcmp(cgroup, "/"), "run in a child memcg, not the root cgroup");
+	TEST_ASSERT(orch_have_swap(),
+		    "no swap: a memory.max below the VM's memory would end in the OOM killer "
+		    "(run through workloads/with-swap.sh, which sets up zram)");
+	orch_cgroup_file(orch_memcg_max_file, sizeof(orch_memcg_max_file), cgroup, "memory.max");
+	atexit(orch_memcg_lift);
+	signal(SIGTERM, orch_memcg_on_signal);
+	signal(SIGINT, orch_memcg_on_signal);
+	limit = (usage / 100 * pct) & ~4095ULL;
+	snprintf(text, sizeof(text), "%" PRIu64 "\n", limit);
+	t0 = orch_now();
+	err = orch_write_file(orch_memcg_max_file, text);
+	TEST_ASSERT(!err, "writing %s to %s: %s", text, orch_memcg_max_file, strerror(-err));
+	orch_metric("limit_s", orch_now() - t0);
+	orch_metric_u64("usage_bytes", usage);
+	orch_metric_u64("limit_bytes", limit);
+	return limit;
 }
 
 #endif /* ORCH_VM_H */

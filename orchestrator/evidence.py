@@ -33,6 +33,8 @@ LOCK_CLASSES = {"&(kvm)->mmu_lock": "lock.mmu_lock"}
 EVIDENCE_FILES = ("lock_stat", "trace", "trace_stats", "kprobe_profile", "vmstat.before", "vmstat.after",
                   "lru_gen.before", "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out",
                   "memcg.events.before", "memcg.events.after")
+# What a timed run does not collect (nothing is armed to produce them).
+PROBE_FILES = frozenset({"lock_stat", "trace", "trace_stats", "kprobe_profile"})
 # The host waits this much longer than the guest-side limit before it gives up
 # on the guest (which then stopped answering).
 HOST_MARGIN_S = 120
@@ -57,6 +59,7 @@ class WorkloadRun:
     ended_by: str = ""  # why it did not end normally: timeout, OOM kill, signal ... ("" if it exited)
     ssh_lost: str = ""  # SSH dropped during the run (the rest used the serial console)
     dmesg_excerpt: str = ""  # the guest kernel's lines about how it ended (OOM report, fault)
+    timed: bool = False  # nothing was armed: no lock_stat, kprobe or trace figures (orchestrator/timing.py)
 
 
 def _memcg_counter(text: str | None, name: str) -> int:
@@ -98,7 +101,7 @@ def classify_end(exit_status: int | None, seconds: float, limit: int, dmesg: str
     return f"killed by {name} (exit status {exit_status})", "\n".join(faults[-8:])
 
 
-def _setup_script(tpset: TracepointSet | None) -> str:
+def _setup_script(tpset: TracepointSet | None, timed: bool = False) -> str:
     e = GUEST_EVIDENCE
     lines = [f"rm -rf {e}; mkdir -p {e}", f"cat /proc/vmstat > {e}/vmstat.before",
              f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.before 2>/dev/null",
@@ -107,11 +110,12 @@ def _setup_script(tpset: TracepointSet | None) -> str:
              "dmesg -c > /dev/null"]
     if tpset is not None:
         lines.append(tpset.setup_script())
-    lines.append("[ -w /proc/lock_stat ] && echo 0 > /proc/lock_stat")
+    if not timed:
+        lines.append("[ -w /proc/lock_stat ] && echo 0 > /proc/lock_stat")
     return "\n".join(lines) + "\ntrue"
 
 
-def _teardown_script(tpset: TracepointSet | None) -> str:
+def _teardown_script(tpset: TracepointSet | None, timed: bool = False) -> str:
     e = GUEST_EVIDENCE
     lines = []
     if tpset is not None:
@@ -119,17 +123,22 @@ def _teardown_script(tpset: TracepointSet | None) -> str:
     # Lift a limit the workload may have set: the next run starts unlimited.
     lines += [f"cat {CGROUP}/memory.events > {e}/memcg.events.after 2>/dev/null",
               f"echo max > {CGROUP}/memory.max 2>/dev/null",
-              f"cat /proc/lock_stat > {e}/lock_stat 2>/dev/null", f"cat /proc/vmstat > {e}/vmstat.after",
+              *([] if timed else [f"cat /proc/lock_stat > {e}/lock_stat 2>/dev/null"]),
+              f"cat /proc/vmstat > {e}/vmstat.after",
               f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.after 2>/dev/null", f"dmesg > {e}/dmesg"]
     return "\n".join(lines) + "\ntrue"
 
 
 def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: TracepointSet | None,
-                 outdir: Path, *, timeout_s: int | None = None) -> WorkloadRun:
+                 outdir: Path, *, timeout_s: int | None = None, timed: bool = False) -> WorkloadRun:
+    """Run it with its collectors.  A timed run (orchestrator/timing.py) arms
+    none: no tracepoint, kprobe or lock_stat reset while the workload runs."""
     outdir.mkdir(parents=True, exist_ok=True)
+    if timed:
+        tpset = None
     limit = int(timeout_s or workload.timeout_s)
     cmd = workload.command(params)
-    status, out = shell.run(_setup_script(tpset), timeout=120)
+    status, out = shell.run(_setup_script(tpset, timed), timeout=120)
     (outdir / "setup.log").write_text(out)
     # In its own memcg (MGLRU ages per memcg), killed by the guest at the limit;
     # the host waits a little longer so a stuck guest is still caught.
@@ -157,8 +166,10 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
     seconds = time.monotonic() - t0
     missing: list[str] = []
     if not timed_out or exit_status is not None:
-        shell.run(_teardown_script(tpset), timeout=300)
+        shell.run(_teardown_script(tpset, timed), timeout=300)
         for name in EVIDENCE_FILES:
+            if timed and name in PROBE_FILES:
+                continue
             try:
                 shell.fetch(f"{GUEST_EVIDENCE}/{name}", outdir / name)
             except GuestCrashed:
@@ -179,7 +190,7 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
         ended_by, excerpt = classify_end(exit_status, seconds, limit, dmesg, oom_kills)
         timed_out = timed_out or ended_by.startswith("timed out")
     run = WorkloadRun(workload.name, cmd, exit_status, seconds, output, timed_out, missing=missing, via=shell.via,
-                      ended_by=ended_by, ssh_lost=shell.ssh_lost, dmesg_excerpt=excerpt)
+                      ended_by=ended_by, ssh_lost=shell.ssh_lost, dmesg_excerpt=excerpt, timed=timed)
     run.metrics = evidence_metrics(outdir, workload, tpset)
     run.metrics["workload.seconds"] = round(seconds, 3)
     run.metrics["memcg.oom_kill"] = float(max(0, oom_kills))
@@ -196,7 +207,9 @@ def evidence_metrics(outdir: Path, workload: Workload, tpset: TracepointSet | No
     m: dict[str, float] = {}
     if (out := text("workload.out")) is not None:
         m.update(parse_workload_output(workload, out))
-    if (ls := text("lock_stat")) is not None:
+    # Lock figures only where lock_stat was really read: a kernel without
+    # LOCK_STAT leaves an empty file, and "not measured" is not 0.
+    if (ls := text("lock_stat")) is not None and ls.startswith("lock_stat version"):
         m.update(lock_summary(parse_lock_stat(ls), LOCK_CLASSES))
     if (kp := text("kprobe_profile")) is not None:
         for name, hits in parse_kprobe_profile(kp).items():

@@ -28,11 +28,14 @@ TOP_KEYS = {
     "config_sets": "list of config set names from kernel_configs/sets.yaml",
     "machines": "list of machine shapes from machines/*.yaml",
     "workloads": "list of workload names from workloads/*.yaml, or {name: ..., params: {...}} mappings",
-    "repeats": "integer >= 1",
+    "repeats": "integer >= 1, or a mapping config set -> integer (e.g. {timing: 5, evidence: 1})",
+    "order": "interleaved (repeat 1 of every variant, then repeat 2 in a rotated order ...; the default when "
+             "the matrix has several variants) or blocked (all repeats of one cell, then the next)",
     "include": "list of extra cells: mappings of variant/config_set/machine/workload (+ params)",
     "exclude": "list of mappings; cells matching every given key are removed",
     "compare": "list of [A, B] variant pairs to compare (default: each variant against the first)",
 }
+ORDERS = ("interleaved", "blocked")
 MAX_CELLS = 5000  # bound the work a hostile or mistaken file can ask for
 
 
@@ -81,6 +84,7 @@ class Matrix:
     series: Path
     cells: list[Cell]
     compare: list[tuple[str, str]] = field(default_factory=list)
+    order: str = "blocked"
 
 
 def _err(path: Path, node: yaml.Node | None, key: str, msg: str) -> UserError:
@@ -232,20 +236,18 @@ def load_matrix(spec: str | Path | None) -> Matrix:
         workloads = [_workload(path, n, f"workloads[{i}]") for i, n in enumerate(wnode.value)]
     else:
         raise _err(path, root, "workloads", "missing; " + TOP_KEYS["workloads"])
-    repeats = 1
-    if "repeats" in fields:
-        try:
-            repeats = int(fields["repeats"].value)
-        except (TypeError, ValueError):
-            repeats = 0
-        if repeats < 1 or repeats > 1000:
-            raise _err(path, fields["repeats"], "repeats", "expected an integer from 1 to 1000")
-    if len(variants) * len(config_sets) * len(machines) * len(workloads) * repeats > MAX_CELLS:
+    repeats = _repeats(path, fields.get("repeats"), config_sets)
+    order = "interleaved" if len(variants) > 1 else "blocked"
+    if "order" in fields:
+        order = str(fields["order"].value)
+        if order not in ORDERS:
+            raise _err(path, fields["order"], "order", f"got {order!r}, expected one of: {', '.join(ORDERS)}")
+    if len(variants) * len(config_sets) * len(machines) * len(workloads) * max(repeats.values()) > MAX_CELLS:
         raise _err(path, root, "(matrix)", f"expands to more than {MAX_CELLS} cells")
     _checked_machines(path, fields.get("machines"), machines)
 
-    cells = [Cell(v, c, m, w, r) for v, c, m, w, r in
-             itertools.product(variants, config_sets, machines, workloads, range(1, repeats + 1))]
+    cells = [Cell(v, c, m, w, r) for v, c, m, w in itertools.product(variants, config_sets, machines, workloads)
+             for r in range(1, repeats[c] + 1)]
     for key in ("exclude", "include"):
         if key not in fields:
             continue
@@ -260,8 +262,9 @@ def load_matrix(spec: str | Path | None) -> Matrix:
                 missing = [a for a in AXES if a not in f and a not in ("config_set", "machine")]
                 if missing:
                     raise _err(path, node.value[i], f"include[{i}]", f"an included cell needs: {', '.join(missing)}")
-                for r in range(1, repeats + 1):
-                    cell = Cell(f["variant"], f.get("config_set", config_sets[0]), f.get("machine", machines[0]), f["workload"], r)
+                config_set = f.get("config_set", config_sets[0])
+                for r in range(1, repeats.get(config_set, max(repeats.values())) + 1):
+                    cell = Cell(f["variant"], config_set, f.get("machine", machines[0]), f["workload"], r)
                     if cell not in cells:
                         cells.append(cell)
     compare: list[tuple[str, str]] = []
@@ -279,7 +282,57 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     name = str(fields["name"].value) if "name" in fields else path.stem
     source = str(fields["source"].value) if "source" in fields and fields["source"].value else None
     series = PROJECT_ROOT / (str(fields["series"].value) if "series" in fields else "patches")
-    return Matrix(path, name, source, series, cells, compare)
+    if order == "interleaved":
+        cells = interleave(cells, variants)
+    return Matrix(path, name, source, series, cells, compare, order)
+
+
+def _repeats(path: Path, node: yaml.Node | None, config_sets: list[str]) -> dict[str, int]:
+    """Repeats per config set: one integer for all, or {config set: integer}."""
+    def count(n: yaml.Node, key: str) -> int:
+        try:
+            value = int(n.value)
+        except (TypeError, ValueError):
+            value = 0
+        if not 1 <= value <= 1000:
+            raise _err(path, n, key, "expected an integer from 1 to 1000")
+        return value
+
+    if node is None:
+        return {c: 1 for c in config_sets}
+    if isinstance(node, yaml.MappingNode):
+        given = {str(k.value): count(v, f"repeats.{k.value}") for k, v in node.value}
+        unknown = [k for k in given if k not in config_sets]
+        if unknown:
+            raise _err(path, node, f"repeats.{unknown[0]}", f"not a config set of this matrix; its config sets: {', '.join(config_sets)}")
+        missing = [c for c in config_sets if c not in given]
+        if missing:
+            raise _err(path, node, "repeats", f"no count for config set(s) {', '.join(missing)}")
+        return given
+    return {c: count(node, "repeats") for c in config_sets}
+
+
+def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:
+    """Run order that spreads machine drift over every variant alike.
+
+    Repeat 1 of every cell first, then repeat 2, and so on; within a repeat,
+    the cells of each group (config set, machine, workload) run one variant
+    after the other, in the matrix's variant order rotated by one place per
+    repeat (two variants: A B, B A, A B, ...).  Cell keys do not change.
+    """
+    rank = {v: i for i, v in enumerate(variants)}
+    groups: dict[tuple, None] = {}
+    for c in cells:
+        groups.setdefault((c.config_set, c.machine, c.workload), None)
+    group_rank = {g: i for i, g in enumerate(groups)}
+    n = max(len(variants), 1)
+
+    def key(c: Cell) -> tuple:
+        v = rank.get(c.variant, len(variants))
+        rotated = (v - (c.repeat - 1)) % n if c.variant in rank else v
+        return (c.repeat, group_rank[(c.config_set, c.machine, c.workload)], rotated, c.variant)
+
+    return sorted(cells, key=key)
 
 
 def _has_alias(text: str) -> bool:

@@ -1,0 +1,67 @@
+"""Run order of a matrix: interleaved repeats (drift hits every variant alike)
+and repeats per config set (timing cells repeated, evidence cells once)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import UserError
+from orchestrator.matrix import load_matrix
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "m.yaml"
+    p.write_text("name: t\nseries: patches\nworkloads: [{name: mglru-aging, params: {vcpus: 2}}]\n" + body)
+    return p
+
+
+def order(m) -> list[tuple[str, int]]:
+    return [(c.variant, c.repeat) for c in m.cells]
+
+
+def test_two_variants_alternate_abba(tmp_path):
+    m = load_matrix(write(tmp_path, "variants: [baseline, v4-fixed]\nrepeats: 4\n"))
+    assert m.order == "interleaved"
+    assert order(m) == [("baseline", 1), ("v4-fixed", 1), ("v4-fixed", 2), ("baseline", 2),
+                        ("baseline", 3), ("v4-fixed", 3), ("v4-fixed", 4), ("baseline", 4)]
+
+
+def test_three_variants_rotate(tmp_path):
+    m = load_matrix(write(tmp_path, "variants: [baseline, v4-fixed, baseline-aa]\nrepeats: 3\n"))
+    firsts = [[v for v, r in order(m) if r == rep] for rep in (1, 2, 3)]
+    assert firsts == [["baseline", "v4-fixed", "baseline-aa"], ["v4-fixed", "baseline-aa", "baseline"],
+                      ["baseline-aa", "baseline", "v4-fixed"]]
+    # every variant runs first, second and third exactly once
+    assert all(sorted(col) == sorted(firsts[0]) for col in zip(*firsts))
+
+
+def test_blocked_order_is_the_product(tmp_path):
+    m = load_matrix(write(tmp_path, "variants: [baseline, v4-fixed]\nrepeats: 2\norder: blocked\n"))
+    assert order(m) == [("baseline", 1), ("baseline", 2), ("v4-fixed", 1), ("v4-fixed", 2)]
+
+
+def test_groups_interleave_inside_each_repeat(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("name: t\nvariants: [baseline, v4-fixed]\nrepeats: 2\nworkloads:\n"
+                 "  - {name: mglru-aging, params: {vcpus: 1}}\n  - {name: mglru-aging, params: {vcpus: 2}}\n")
+    cells = load_matrix(p).cells
+    assert [(c.repeat, c.workload.params_dict()["vcpus"], c.variant) for c in cells] == [
+        (1, 1, "baseline"), (1, 1, "v4-fixed"), (1, 2, "baseline"), (1, 2, "v4-fixed"),
+        (2, 1, "v4-fixed"), (2, 1, "baseline"), (2, 2, "v4-fixed"), (2, 2, "baseline")]
+
+
+def test_repeats_per_config_set(tmp_path):
+    m = load_matrix(write(tmp_path, "variants: [baseline, v4-fixed]\nconfig_sets: [timing, evidence]\n"
+                                    "repeats: {timing: 5, evidence: 1}\n"))
+    count = {cs: sum(1 for c in m.cells if c.config_set == cs) for cs in ("timing", "evidence")}
+    assert count == {"timing": 10, "evidence": 2}
+    with pytest.raises(UserError, match=r"m.yaml:\d+: repeats.timng: not a config set of this matrix"):
+        load_matrix(write(tmp_path, "config_sets: [timing]\nrepeats: {timng: 5}\n"))
+    with pytest.raises(UserError, match="no count for config set"):
+        load_matrix(write(tmp_path, "config_sets: [timing, evidence]\nrepeats: {timing: 5}\n"))
+
+
+def test_bad_order_names_the_choices(tmp_path):
+    with pytest.raises(UserError, match="order: got 'shuffled', expected one of: interleaved, blocked"):
+        load_matrix(write(tmp_path, "order: shuffled\n"))
