@@ -183,6 +183,35 @@ def test_qemu_killed_mid_workload(cell) -> None:
     assert o.rc == 1
 
 
+def test_guest_that_stops_answering_hits_the_host_side_limit(cell, monkeypatch) -> None:
+    """SIGSTOP to the cell's QEMU during the workload: the guest (its vCPUs and
+    its network) stops answering, so only the host-side limit (guest limit +
+    margin; a 5 s margin here instead of 120 s) can end the command."""
+    import orchestrator.evidence
+
+    monkeypatch.setattr(orchestrator.evidence, "HOST_MARGIN_S", 5)
+    stopped: list[int] = []
+
+    def stop_qemu(out: Path, token: str) -> None:
+        def then() -> None:
+            for pid, argv in fs.processes_with_token(token):
+                if argv.split()[0].endswith("qemu-system-aarch64"):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+        _when_workload_runs(out, then)
+
+    o = cell("fault-stuck", before=stop_qemu)
+    assert len(stopped) == 1
+    step = workload_step(o, "fault-stuck")
+    assert step["status"] == "failed"
+    assert step["message"].startswith("/opt/orch/test-faults/fault-sh sleep 60: no result from the guest within "
+                                      "25 s (limit 20 s + 5 s): "), step["message"]
+    assert 25 <= step["seconds"] < 60
+    assert o.rc == 1
+    # The stopped QEMU was ended (SIGKILL works on a stopped process): the
+    # cell fixture checks that no process of this test is left.
+
+
 def test_ssh_dropped_mid_command_falls_back_to_the_serial_console(cell) -> None:
     o = cell("fault-drop-ssh")
     ssh = o.step("ssh")
