@@ -257,7 +257,7 @@ def two_run_headline(a: RunResults, b: RunResults, by: str = "kernel") -> Headli
     records = [r for _, r in tagged]
     return Headline(f"`{a.directory}` → `{b.directory}` (by {by})", _counts(records), rows, missing,
                     checks(tagged), _failures(records), [r for r in records if r.status == NOT_RUN], notes,
-                    list(dict.fromkeys(s for _, s in tagged)))
+                    list(dict.fromkeys(s for s, _ in tagged)))
 
 
 def _run_labels(a: RunResults, b: RunResults) -> tuple[str, str]:
