@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,13 +79,29 @@ def sha256_text(*parts: str) -> str:
 
 @contextmanager
 def locked(name: str) -> Iterator[None]:
-    """An exclusive inter-process lock under the cache (one kernel build at a time)."""
+    """An exclusive inter-process lock under the cache (one kernel build at a time).
+
+    The holder writes who it is into the lock file, so a run that has to wait
+    says what it waits for (two terminals building variants of one source).
+    """
     lock_path = cache_dir("locks") / f"{name}.lock"
-    with lock_path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with lock_path.open("a+") as fh:  # "a+": opening must not erase the holder's line
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another orchestrator process"
+            print(f"waiting for {lock_path} (the {name} lock), held by {holder}", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n")
+        fh.flush()
         try:
             yield
         finally:
+            fh.truncate(0)
+            fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
