@@ -94,10 +94,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .build import locked
     from .series import load_series
     from .source import SourceSpec, prepare
+    series = load_series(args.series)  # bad input is refused before the source is unpacked
     source = prepare(SourceSpec.parse(args.source))
     if source.in_place:
         raise UserError("`apply` works on a tarball or PATH@REF source, not your own work tree")
-    series = load_series(args.series)
     with locked(f"tree-{source.key}"):
         result = apply_series(source.repo, source.base_commit or "HEAD", series)
     print(result.report())

@@ -113,8 +113,10 @@ def _checkout(source: PreparedSource, series: Series | None, progress: Progress)
 def build_variant(req: BuildRequest) -> VariantBuild:
     tc = toolchain_mod.detect()
     config_set = load_config_set(req.config_set)
-    source = prepare(SourceSpec.parse(req.source))
+    # The series first: a giant patch or a YAML bomb is refused in seconds,
+    # before the kernel source is unpacked (minutes on a cold cache).
     label, series = resolve(req.series, req.variant)
+    source = prepare(SourceSpec.parse(req.source))
     progress = Progress(f"build {label}")
     provenance = {
         "variant": label,
