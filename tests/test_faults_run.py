@@ -124,16 +124,45 @@ def test_sigterm_keeps_results_writes_partial_junit_and_resume_runs_the_rest(tmp
             os.killpg(again.pid, signal.SIGKILL)
         fs.kill_leftovers(token)
     assert again.returncode == 1, err[-3000:]  # the fake workloads never age KVM memory
-    if json.loads((out / "cells" / first / "cell.json").read_text())["inputs_key"] != key_before:
-        # Its inputs (workload, guest/init, expectations ... in the checkout) changed
-        # meanwhile, so it was rightly run again: nothing to say about skipping.
-        pytest.skip("the first cell's inputs changed between the runs (files edited meanwhile)")
+    # The inputs did not change between the runs, so the key must not either (a
+    # key that changes by itself would make --resume rerun everything).
+    assert json.loads((out / "cells" / first / "cell.json").read_text())["inputs_key"] == key_before
     assert err.count(": resumed (") == 1 and f"{first}: resumed" in err, err[-3000:]
     assert f"{second.name}: boot + fault-sleep" in err
     suites = _suites(out / "junit.xml")
     assert set(suites) == {first, second.name}
     assert "interrupted" not in suites[second.name] and suites[second.name]["workload fault-sleep"] is None
     assert time.monotonic() - t0 < 300
+
+
+def test_resume_reruns_a_cell_that_ended_in_an_error(tmp_path, programs, monkeypatch) -> None:
+    """QEMU not installed -> `boot` error; once it is back, --resume runs the cell
+    again instead of keeping the error forever."""
+    from orchestrator.matrix import load_matrix
+    from orchestrator.runner import RunOptions, run_cells
+
+    token = fs.new_token()
+    monkeypatch.setenv(fs.TOKEN_ENV, token)
+    fs.install(tmp_path / "machines", fs.fault_programs(programs), monkeypatch)
+    fs.write_shape(tmp_path / "machines", "faulty", token)
+    matrix = _matrix(tmp_path, [{"name": "fault-sleep", "params": {"seconds": 1}}])
+    out = tmp_path / "results"
+    m = load_matrix(matrix)
+    real_path = os.environ["PATH"]
+    try:
+        monkeypatch.setenv("PATH", str(fs.path_without(tmp_path / "bin", "qemu-system-")))
+        assert run_cells(m, m.cells, RunOptions(results_dir=out, matrix_arg=str(matrix))) == 2
+        boot = _suites(out / "junit.xml")[m.cells[0].key]["boot"]
+        assert isinstance(boot, Error) and boot.message.startswith("qemu-system-aarch64 not found on PATH")
+        monkeypatch.setenv("PATH", real_path)  # the user installed QEMU
+        rc = run_cells(m, m.cells, RunOptions(results_dir=out, matrix_arg=str(matrix), resume=True))
+        left = fs.wait_no_leftovers(token)
+    finally:
+        fs.kill_leftovers(token)
+    assert left == [] and fs.partial_files(out) == []
+    suite = _suites(out / "junit.xml")[m.cells[0].key]
+    assert suite["boot"] is None and suite["workload fault-sleep"] is None  # it ran this time
+    assert rc == 1  # the test workload never ages KVM memory: its verdicts fail
 
 
 def test_ctrl_c_mid_workload(tmp_path, programs) -> None:
