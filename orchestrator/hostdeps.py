@@ -39,12 +39,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("flex", "flex", binary="flex", version_argv=("flex", "--version")),
     Requirement("libssl-dev", "libssl-dev", path="/usr/include/openssl/ssl.h"),
     Requirement("libelf-dev", "libelf-dev", path="/usr/include/libelf.h"),
-    Requirement("cpio", "cpio", binary="cpio", version_argv=("cpio", "--version")),
     Requirement("xz", "xz-utils", binary="xz", version_argv=("xz", "--version")),
     Requirement("ccache", "ccache", binary="ccache", version_argv=("ccache", "--version")),
     Requirement("git", "git", binary="git", version_argv=("git", "--version")),
-    Requirement("rsync", "rsync", binary="rsync"),
-    Requirement("file", "file", binary="file"),
+    Requirement("dpkg-deb", "dpkg", binary="dpkg-deb"),  # unpacks the guest image's arm64 packages
+    Requirement("apt-get", "apt", binary="apt-get"),  # `apt-get download` of those packages
     Requirement("linux-source-6.12", "linux-source-6.12", path="/usr/src/linux-source-6.12.tar.xz"),
     Requirement("python3-venv", "python3-venv", binary=None),
     Requirement("busybox-static:arm64", "busybox-static:arm64", foreign_arm64=True),
