@@ -139,8 +139,10 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
         # The name comes from the matrix file and becomes a directory: no "../x", no "/x".
         safe_name(matrix.name, what=f"matrix name in {matrix.path} (it names the results directory results/NAME)")
     results = args.results or Path("results") / matrix.name
+    from .kcidb import KcidbOptions
+    KcidbOptions.parse(args.kcidb_origin)  # a bad origin is an error before anything is built
     opts = RunOptions(results_dir=results.resolve(), matrix_arg=args.matrix or "default", resume=args.resume,
-                      jobs=args.jobs or default_jobs())
+                      jobs=args.jobs or default_jobs(), kcidb_origin=args.kcidb_origin)
     return run_cells(matrix, cells, opts)
 
 
@@ -178,6 +180,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         merged.append((rec, cell_dir))
     records = merged
     status = _rerender(name, compare, variants, records, args.out)
+    from .kcidb import merge_kcidb
+    merge_kcidb(args.dirs, args.out)  # the shards' kcidb.json, objects united by id
     print(f"merged {len(records)} cell(s) from {len(args.dirs)} dir(s) into {args.out}", file=sys.stderr)
     return status
 
@@ -282,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip cells whose inputs and results are already present")
     p.add_argument("--results", type=Path, help="results directory (default results/MATRIX)")
     p.add_argument("-j", "--jobs", type=int, help="cells at once (default from cores and memory)")
+    p.add_argument("--kcidb-origin", help="KCIDB origin of kcidb.json, optionally ORIGIN:ID_PREFIX (default arm64_orchestrator)")
     p.set_defaults(func=cmd_run_matrix)
 
     p = sub.add_parser("merge", help="combine shard results into one JUnit + report")

@@ -14,7 +14,7 @@ from . import toolchain as toolchain_mod
 from .apply import ApplyResult, apply_series
 from .build import BuildResult, build_kernel, locked, parse_warnings
 from .errors import BuildFailed, UserError
-from .guest_programs import all_guest_programs
+from .guest_programs import all_guest_programs, unavailable_programs
 from .kconfig import load_config_set
 from .progress import Progress
 from .selftests import WANTED as WANTED_SELFTESTS
@@ -79,12 +79,13 @@ class VariantBuild:
     selftests: SelftestsBuild | None
     per_patch: list[PatchBuild] = field(default_factory=list)
     guest_programs: dict[str, Path] = field(default_factory=dict)  # guest path -> host file
+    unavailable: dict[str, str] = field(default_factory=dict)  # guest path -> why it did not build
 
     def guest_files(self) -> dict[str, Path]:
         """Everything the guest image carries from this build: guest path -> host file."""
         files: dict[str, Path] = {}
         if self.selftests is not None:
-            for name in WANTED_SELFTESTS:
+            for name in self.selftests.available():
                 files[f"{SELFTEST_GUEST_DIR}/{name}"] = self.selftests.binary(name)
         files.update(self.guest_programs)
         return files
@@ -127,6 +128,7 @@ def build_variant(req: BuildRequest) -> VariantBuild:
         "reproducer": req.reproducer(),
     }
     programs: dict[str, Path] = {}
+    unavailable: dict[str, str] = {}
     with locked(f"tree-{source.key}"):
         per_patch: list[PatchBuild] = []
         if req.per_patch and series is not None and len(series.patches) > 1:
@@ -140,7 +142,8 @@ def build_variant(req: BuildRequest) -> VariantBuild:
         if req.selftests:
             tests = build_selftests(source, selftests_content_id(source, tree_id), tc, progress=Progress(f"selftests {label}"))
             programs = all_guest_programs(source, tests, tc)
-    return VariantBuild(label, source, applied, kernel, tests, per_patch, programs)
+            unavailable = unavailable_programs(tests, tc)
+    return VariantBuild(label, source, applied, kernel, tests, per_patch, programs, unavailable)
 
 
 # What the KVM selftests are built from: a kernel-only series leaves these

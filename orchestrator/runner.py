@@ -27,6 +27,7 @@ from .guest import start_guest
 from .guestshell import ConnectionLost, GuestShell
 from .ssh import SshError
 from .junit import write_junit
+from .kcidb import KcidbOptions, write_kcidb
 from .kconfig import load_config_set
 from .machine import shape_by_name
 from .matrix import Cell, Matrix
@@ -51,6 +52,7 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 class RunOptions:
     results_dir: Path
     matrix_arg: str
+    kcidb_origin: str | None = None  # --kcidb-origin ORIGIN[:ID_PREFIX]
     resume: bool = False
     jobs: int = 1
     boot_silence_s: float = 120.0
@@ -211,6 +213,9 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             rec.metrics["nested_kvm.ok"] = 1.0 if kvm.ok else 0.0
             if not kvm.ok:
                 rec.add(Step(f"workload {workload.name}", SKIPPED, 0.0, "no KVM in the guest"), cell_dir)
+                return rec
+            if why := vb.unavailable.get(f"/opt/orch/{workload.program}"):  # a tree without it: not a failure
+                rec.add(Step(f"workload {workload.name}", SKIPPED, 0.0, f"{workload.program}: {why}"), cell_dir)
                 return rec
             tpset = load_tracepoint_set(workload.tracepoints) if workload.tracepoints else None
             phase = f"workload {workload.name}"
@@ -387,6 +392,7 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
         headline = None
         try:
             write_junit(state.records, out / "junit.xml")
+            write_kcidb(KcidbOptions.parse(opts.kcidb_origin), matrix, state.records, builds, out)
             headline = write_reports(matrix, state.records, out)
         except OSError as exc:
             if exc.errno not in DISK_FULL:
