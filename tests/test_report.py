@@ -77,7 +77,7 @@ def test_headline_comes_first_and_unchanged_rows_are_collapsed():
     details = comparison[comparison.index("<details>"):comparison.index("</details>")]
     assert "| kvm_test_age_gfn calls |" in details
     assert comparison.count("| kvm_test_age_gfn calls |") == 1
-    assert "### Checks per variant" in md and "| v4 | expect race: aging takes no write lock | 3 passed |" in md
+    assert "### Expectations per variant" in md and "| v4 | expect race: aging takes no write lock | 3 passed |" in md
 
 
 def test_html_has_the_same_headline_then_plots_then_tables():
