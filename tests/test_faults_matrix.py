@@ -54,5 +54,5 @@ def test_every_cell_is_validated_at_load_time(tmp_path: Path, text: str, needle:
 
 def test_no_suggestion_for_a_name_nothing_is_close_to(tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
-        load_matrix(write(tmp_path, "variants: [baseline]\nworkloads: [zzzzzz]\n"))
-    assert "did you mean" not in str(exc.value) and "known workloads: memcg-reclaim" in str(exc.value)
+        load_matrix(write(tmp_path, "variants: [baseline]\nworkloads: [qqqqqqqq]\n"))
+    assert "did you mean" not in str(exc.value) and "known workloads: " in str(exc.value)
