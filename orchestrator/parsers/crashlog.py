@@ -1,21 +1,31 @@
-"""Console log -> crash reports, after syzkaller's pkg/report.
+"""Console log -> crash reports titled like syzkaller (syzbot, KernelCI).
 
-The formats live in crash_patterns.yaml (data: a new format is a new entry).
-`find_crashes` reads the log once, line by line: a header line opens a report,
-which collects lines until its end marker, the end of its first call trace
-(formats without an end marker), a new report header, or a bounded number of
-lines. Each report gets:
+The formats live in crash_patterns.yaml (data: a new format is a new entry
+plus a console log that shows it).  This module only knows how to read a
+console and how to apply an entry:
 
-- a title naming the function, syzkaller style ("WARNING in kvm_age_gfn"),
-- a fingerprint: sha256 of the title and the first 3 call trace frames
-  (function names, no offsets), so the same bug in two runs compares equal
-  while kernels with different code layout still match,
-- the excerpt and the 1-based console line of its header.
+- a header line opens a report (the header regex is searched in the line, so
+  a login prompt or "** N printk messages dropped **" in front of it does not
+  hide it); the report collects lines until its end marker, the end of its
+  first call trace, a new report header, or `max_lines`;
+- the guilty frame comes from the entry's `frames` sources in order (the
+  pc/RIP line, the header, lines after a marker such as lockdep's "at:",
+  the first call trace), dropping frames that match `skip_frames` (helpers
+  that say how a report was printed, not where the bug is) and gcc clone
+  suffixes (".constprop.0", ".isra.0", ".part.0", ".cold");
+- the title is the entry's template, then made stable the way syzkaller does
+  it: addresses become ADDR, numbers NUM, "file.c:123" "file.c:LINE";
+- a report is `corrupted` (truncated, interleaved, or only the panic that
+  follows a real report) when the rules cannot name it; it keeps its title
+  prefix and says why, instead of being mistitled;
+- the fingerprint is a hash of the title and the top frames from the guilty
+  one down (function names only), so the same bug in two runs, or on two
+  kernels with different code layout, compares equal.
 
-Input is whatever came out of the serial port: printk timestamps, other
-output interleaved, CRs, binary noise. Bytes are decoded with replacement,
-control characters dropped, and lines cut at MAX_LINE_CHARS, so time stays
-linear in the input size and nothing in the input can raise.
+Speed and memory: the input is read in chunks; within a chunk the literal
+keyword of every header is found with bytes.find (C speed) and only lines that
+contain one, plus the lines of open reports, are decoded and matched.  Memory
+is bounded by the chunk size and `max_lines`; nothing in the input can raise.
 """
 from __future__ import annotations
 
@@ -23,8 +33,14 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import BinaryIO
+
+try:  # the regex parser, to find the literal keyword of each header
+    import re._parser as _sre_parse  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Python < 3.11
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 import yaml
 
@@ -33,22 +49,52 @@ from ..errors import UserError
 PATTERNS_FILE = Path(__file__).with_name("crash_patterns.yaml")
 MAX_LINE_CHARS = 1024
 TOP_FRAMES = 3
+CHUNK_BYTES = 4 << 20
+TITLE_MAX = 120  # syzkaller's bound: interleaved lines can be very long
+ATTACH_WINDOW = 40  # lines between a report and the panic it causes
 
 # printk prefixes: "<4>" (dmesg -r), "[   12.345678]", "[    T123]" / "[  C1]" (PRINTK_CALLER)
 _PREFIX = re.compile(r"^(?:<\d{1,3}>)?(?:\[\s*\d+\.\d+\])?(?:\[\s*[TC]\d+\])?\s?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-# arm64 dump_backtrace_entry: " %pSb" -> " func+0x1c/0x40" or " func+0x1c/0x40 [mod buildid]";
-# lockdep's stack_trace_print indents with spaces the same way.
-_FRAME = re.compile(r"^\s*(?P<func>[A-Za-z_.$][\w.$]*)\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+(?:\s+\[(?P<module>[^\]\s]+)[^\]]*\])?\s*$")
-_CALL_TRACE = re.compile(r"^\s*Call trace:\s*$")
+# One stack frame: arm64 " func+0x1c/0x40 [mod]", x86 " func+0x1c/0x40" or
+# " ? func+0x..." (unreliable, ignored), "[<ffff...>] func+0x..." (older and
+# kmemleak), symbolized "func+0x1c/0x40 file.c:12"; the name ends at the first
+# dot, which drops gcc clone suffixes.
+_FRAME = re.compile(r"^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<q>\?\s+)?(?P<func>[A-Za-z_$][\w$]*)[\w.$]*\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
+# a symbolized inline frame has no offset: " __dump_stack lib/dump_stack.c:88 [inline]"
+_INLINE = re.compile(r"^\s*(?P<func>[A-Za-z_][\w]*)[\w.]* \S+:\d+ \[inline\]\s*$")
+_TRACE_MARKER = re.compile(r"^\s*(?:<(?:/?IRQ|/?TASK|/?NMI|EOI)>|---\[ end of stack)\s*$")
+_CALL_TRACE = re.compile(r"^\s*(?:Call [Tt]race:|Backtrace:)\s*$")
+# the faulting PC: arm64 "pc : func+0x..", x86 "RIP: 0010:func+0x..", arm32 "PC is at func+0x..", ppc "NIP [..] func+0x.."
+_PC = re.compile(r"^\s*(?:pc\s*:|RIP: [0-9a-f]{4}:|PC is at|NIP:?\s*(?:\[<?[0-9a-f]+>?\])?)\s*(?P<func>[A-Za-z_][\w]*)[\w.]*\+0x")
+# any "func+0x1/0x2" in a line (lockdep's "at: func+0x..", "[<ffff>] func+0x..")
+_ANY_FUNC = re.compile(r"(?:^|[\s(<>\]])(?P<func>[A-Za-z_][\w]*)[\w.]*\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
 # register dump of show_regs: "x29: ffff... x28: ..."; a report without a kernel
 # stack (soft lockup in user mode) ends with it
 _REGS = re.compile(r"^\s*x\d+\s*: [0-9a-f]{16}")
-# pr_fmt prefixes: "watchdog: BUG: soft lockup", "rcu: INFO: rcu_sched ..."
-_SUBSYSTEM = re.compile(r"^[a-z][\w-]*(?: \[\d+\])?: ")
 _FIELD = re.compile(r"{(\w+)}")
-# gcc clones: "invoke_syscall.constprop.0" is invoke_syscall in another build
-_CLONE_SUFFIX = re.compile(r"(?:\.(?:constprop|isra|part|cold|llvm)(?:\.\d+)?)+$")
+_TIMESTAMP = re.compile(r"\[\s*\d+\.\d+\]")
+
+# syzkaller's dynamic title replacement (pkg/report): parts of a title that
+# differ between two runs of the same bug.  Applied in this order.
+_TITLE_REPLACEMENTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"([^a-zA-Z0-9])(?:0x)?[0-9a-f]{6,}"), r"\1ADDR"),
+    (re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"), "IP"),
+    (re.compile(r"(\.\w+)(:[0-9]+)+"), r"\1:LINE"),
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9_.]+)\+0x[0-9a-z]+/0x[0-9a-z]+"), r"\1"),
+    (re.compile(r"CPU#[0-9]+"), "CPU"),
+    (re.compile(r"(\W)(\d+)(\W|$)"), r"\1NUM\3"),
+    (re.compile(r"\d{7,}"), "NUM"),
+)
+
+
+@dataclass(frozen=True)
+class AfterMarker:
+    """Frames from the lines that follow a marker line (lockdep's "... at: func+0x")."""
+    marker: re.Pattern[str]
+
+
+FrameSource = str | AfterMarker  # "pc", "header", "trace" or lines after a marker
 
 
 @dataclass(frozen=True)
@@ -57,41 +103,147 @@ class Pattern:
     kind: str
     header: re.Pattern[str]
     title: str
+    keyword: bytes
+    frames: tuple[FrameSource, ...] = ()
+    skip: tuple[re.Pattern[str], ...] = ()
+    extractor: str = ""  # "", "stall" or "hang"
     end: re.Pattern[str] | None = None
     end_after_trace: bool = False
-    detail: re.Pattern[str] | None = None
+    detail: tuple[re.Pattern[str], ...] = ()
     part_of: tuple[str, ...] = ()
+    attach_to_previous: bool = False
+    corrupted: str = ""  # this format alone is a sign of a damaged log: why
     max_lines: int = 200
+
+    @cached_property
+    def keyword_text(self) -> str:
+        return self.keyword.decode()
 
 
 @dataclass(frozen=True)
 class PatternTable:
     patterns: tuple[Pattern, ...]
     skip_frames: tuple[re.Pattern[str], ...]
-    any_header: re.Pattern[str]  # all headers in one alternation: one search per line
+    frame_prefixes: tuple[str, ...]
+    interrupt_frames: re.Pattern[str] | None
+    stall_anchors: tuple[re.Pattern[str], ...]
+    hang_anchors: dict[str, str]
+    hang_skip: tuple[str, ...]
+    keywords: tuple[bytes, ...]
 
-    def is_generic(self, func: str) -> bool:
-        return any(p.search(func) for p in self.skip_frames)
+    def is_generic(self, func: str, extra: tuple[re.Pattern[str], ...] = ()) -> bool:
+        return any(p.search(func) for p in self.skip_frames) or any(p.search(func) for p in extra)
+
+    def strip_prefix(self, func: str) -> str:
+        """"__arm64_sys_write" and "__x64_sys_write" are the same frame: the shortest stripping."""
+        best = func
+        for prefix in self.frame_prefixes:
+            if func.startswith(prefix) and len(func) - len(prefix) < len(best):
+                best = func[len(prefix):]
+        return best
 
 
 @dataclass(frozen=True)
 class Crash:
-    kind: str                  # warning, bug, oops, panic, lockdep, rcu_stall, lockup, hung_task, kasan, ubsan
+    kind: str                  # warning, bug, oops, panic, lockdep, rcu_stall, lockup, hung_task, kasan, ubsan, ...
     pattern: str               # entry name in crash_patterns.yaml
-    title: str
-    fingerprint: str           # 16 hex digits
+    title: str                 # syzkaller-style, stable across runs
+    fingerprint: str           # 16 hex digits: title + top frames from the guilty one
     line: int                  # 1-based console line of the header
     end_line: int              # last line of the excerpt
     excerpt: str               # console lines as printed (timestamps kept)
-    frames: tuple[str, ...] = field(default=())  # first call trace, function names, generic frames dropped
+    frames: tuple[str, ...] = field(default=())  # candidate frames in order, generic ones dropped
     fields: dict[str, str] = field(default_factory=dict, compare=False)  # named groups of header/detail
+    corrupted: bool = False    # truncated / interleaved / only a consequence: the title may not name the bug
+    corrupted_reason: str = ""
 
+
+# --------------------------------------------------------------------------- loading
 
 def _compile(rx: str, where: str) -> re.Pattern[str]:
     try:
         return re.compile(rx)
     except re.error as exc:
         raise UserError(f"{where}: bad regular expression {rx!r}: {exc}", hint="fix the regex in the crash patterns file") from exc
+
+
+def _literal_keyword(rx: str) -> str:
+    """The longest run of literal characters that every match of `rx` contains."""
+    try:
+        parsed = _sre_parse.parse(rx)
+    except Exception:  # noqa: BLE001 - compile() already reported real errors
+        return ""
+    best, run = "", ""
+    for op, arg in parsed:
+        if str(op) == "LITERAL":
+            run += chr(arg)
+            continue
+        best, run = max(best, run, key=len), ""
+    return max(best, run, key=len)
+
+
+def _frame_source(item: object, where: str) -> FrameSource:
+    if item in ("pc", "header", "trace"):
+        return str(item)
+    if isinstance(item, dict) and set(item) == {"after"}:
+        return AfterMarker(_compile(str(item["after"]), where))
+    raise UserError(f"{where}: frames entry {item!r} is not one of pc, header, trace or {{after: REGEX}}",
+                    hint="list where the guilty frame comes from, in order")
+
+
+KNOWN_KEYS = {"name", "kind", "source", "header", "keyword", "title", "frames", "skip", "extractor", "end",
+              "end_after_trace", "detail", "part_of", "attach_to_previous", "corrupted", "max_lines"}
+
+
+def _closest(word: str, choices: Iterable[str]) -> str:
+    import difflib
+    best = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f" (did you mean {best[0]!r}?)" if best else ""
+
+
+def _load_pattern(entry: object, i: int, path: Path, default_max: int) -> Pattern:
+    where = f"{path}: patterns[{i}]"
+    missing = [k for k in ("name", "kind", "header", "title") if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise UserError(f"{where}: missing {', '.join(missing)}", hint="each pattern needs name, kind, header and title")
+    assert isinstance(entry, dict)
+    where = f"{path}: pattern {entry['name']!r}"
+    for key in entry:
+        if key not in KNOWN_KEYS:
+            raise UserError(f"{where}: unknown key {key!r}{_closest(str(key), KNOWN_KEYS)}",
+                            hint=f"allowed keys: {', '.join(sorted(KNOWN_KEYS))}")
+    header = _compile(entry["header"], where)
+    details = entry.get("detail") or []
+    details = [details] if isinstance(details, str) else details
+    detail = tuple(_compile(d, where) for d in details)
+    frames = tuple(_frame_source(x, where) for x in entry.get("frames") or ())
+    known = set(header.groupindex) | {g for d in detail for g in d.groupindex} | {"frame", "text"}
+    used = set(_FIELD.findall(entry["title"]))
+    if unknown := used - known:
+        raise UserError(f"{where}: title uses {sorted(unknown)} which no regex group defines", hint=f"available: {sorted(known)}")
+    if "frame" in used and not frames:
+        raise UserError(f"{where}: title uses {{frame}} but the pattern has no `frames`",
+                        hint="add e.g. `frames: [pc, trace]`")
+    keyword = str(entry.get("keyword") or _literal_keyword(entry["header"]))
+    if len(keyword) < 3:
+        raise UserError(f"{where}: cannot find a literal keyword of at least 3 characters in the header regex",
+                        hint="add `keyword: TEXT`, a literal that every header line contains")
+    extractor = str(entry.get("extractor") or "")
+    if extractor not in ("", "stall", "hang"):
+        raise UserError(f"{where}: extractor {extractor!r} is not 'stall' or 'hang'{_closest(extractor, ('stall', 'hang'))}")
+    corrupted = entry.get("corrupted") or ""
+    return Pattern(
+        name=entry["name"], kind=entry["kind"], header=header, title=entry["title"],
+        keyword=keyword.encode(), frames=frames,
+        skip=tuple(_compile(s, where) for s in entry.get("skip") or ()),
+        extractor=extractor,
+        end=_compile(entry["end"], where) if entry.get("end") else None,
+        end_after_trace=bool(entry.get("end_after_trace", False)),
+        detail=detail, part_of=tuple(entry.get("part_of") or ()),
+        attach_to_previous=bool(entry.get("attach_to_previous", False)),
+        corrupted="report format marks a damaged log" if corrupted is True else str(corrupted),
+        max_lines=int(entry.get("max_lines", default_max)),
+    )
 
 
 def load_patterns(path: Path | str = PATTERNS_FILE) -> PatternTable:
@@ -105,39 +257,30 @@ def load_patterns(path: Path | str = PATTERNS_FILE) -> PatternTable:
         raise UserError(f"{path}: expected a mapping with a 'patterns' list", hint="see the comment at the top of crash_patterns.yaml")
     default_max = int(data.get("max_lines", 200))
     patterns: list[Pattern] = []
-    names: set[str] = set()
     for i, entry in enumerate(data["patterns"]):
-        where = f"{path}: patterns[{i}]"
-        missing = [k for k in ("name", "kind", "header", "title") if not isinstance(entry, dict) or k not in entry]
-        if missing:
-            raise UserError(f"{where}: missing {', '.join(missing)}", hint="each pattern needs name, kind, header and title")
-        where = f"{path}: pattern {entry['name']!r}"
-        if entry["name"] in names:
-            raise UserError(f"{where}: duplicate name")
-        header = _compile(entry["header"], where)
-        detail = _compile(entry["detail"], where) if entry.get("detail") else None
-        known = set(header.groupindex) | set(detail.groupindex if detail else ()) | {"frame"}
-        unknown = set(_FIELD.findall(entry["title"])) - known
-        if unknown:
-            raise UserError(f"{where}: title uses {sorted(unknown)} which no regex group defines",
-                            hint=f"available: {sorted(known)}")
-        part_of = tuple(entry.get("part_of") or ())
-        patterns.append(Pattern(
-            name=entry["name"], kind=entry["kind"], header=header, title=entry["title"],
-            end=_compile(entry["end"], where) if entry.get("end") else None,
-            end_after_trace=bool(entry.get("end_after_trace", False)),
-            detail=detail, part_of=part_of,
-            max_lines=int(entry.get("max_lines", default_max)),
-        ))
-        names.add(entry["name"])
+        p = _load_pattern(entry, i, path, default_max)
+        if any(q.name == p.name for q in patterns):
+            raise UserError(f"{path}: pattern {p.name!r}: duplicate name")
+        patterns.append(p)
+    names = {p.name for p in patterns}
     for p in patterns:
         if bad := set(p.part_of) - names:
-            raise UserError(f"{path}: pattern {p.name!r}: part_of names unknown patterns {sorted(bad)}")
-    skip = tuple(_compile(rx, f"{path}: skip_frames") for rx in data.get("skip_frames") or ())
-    # named groups cannot repeat across alternatives: the combined regex drops them
-    unnamed = [re.sub(r"\(\?P<\w+>", "(?:", p.header.pattern) for p in patterns]
-    any_header = re.compile("|".join(f"(?:{rx})" for rx in unnamed))
-    return PatternTable(tuple(patterns), skip, any_header)
+            raise UserError(f"{path}: pattern {p.name!r}: part_of names unknown patterns {sorted(bad)}",
+                            hint=f"known: {', '.join(sorted(names))}")
+    where = f"{path}: skip_frames"
+    skip = tuple(_compile(rx, where) for rx in data.get("skip_frames") or ())
+    stall = data.get("stall") or {}
+    hang = data.get("hang") or {}
+    irq = stall.get("interrupt_frames")
+    return PatternTable(
+        patterns=tuple(patterns), skip_frames=skip,
+        frame_prefixes=tuple(data.get("frame_prefixes") or ()),
+        interrupt_frames=_compile(irq, f"{path}: stall.interrupt_frames") if irq else None,
+        stall_anchors=tuple(_compile(rx, f"{path}: stall.anchors") for rx in stall.get("anchors") or ()),
+        hang_anchors={str(k): str(v or "") for k, v in (hang.get("anchors") or {}).items()},
+        hang_skip=tuple(str(s) for s in hang.get("skip") or ()),
+        keywords=tuple(dict.fromkeys(p.keyword for p in patterns)),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -145,10 +288,12 @@ def default_patterns() -> PatternTable:
     return load_patterns(PATTERNS_FILE)
 
 
+# --------------------------------------------------------------------------- lines
+
 def clean_line(raw: str | bytes) -> str:
     """One console line as text: decoded, CR and control characters dropped, bounded."""
     if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", errors="replace")
+        raw = raw[:MAX_LINE_CHARS * 4].decode("utf-8", errors="replace")
     return _CONTROL.sub("", raw[:MAX_LINE_CHARS].rstrip("\r\n"))
 
 
@@ -156,112 +301,361 @@ def strip_prefix(line: str) -> str:
     return _PREFIX.sub("", line, count=1)
 
 
-def _lines(log: str | bytes | Iterable[str | bytes]) -> Iterator[str]:
-    if isinstance(log, bytes):
-        log = log.decode("utf-8", errors="replace")
-    if isinstance(log, str):
-        # split on \n only: str.splitlines would also split on \x0c, \x1c, ... and shift line numbers
-        pieces = log.split("\n")
-        if pieces and pieces[-1] == "":
-            pieces.pop()  # the newline that ends the last line
-        yield from (clean_line(x) for x in pieces)
-    else:
-        yield from (clean_line(x) for x in log)
+def sanitize_title(title: str) -> str:
+    """syzkaller's title normalisation: nothing that changes from run to run."""
+    for rx, repl in _TITLE_REPLACEMENTS:
+        while True:  # overlapping matches ("0,1,2") need several passes
+            new = rx.sub(repl, title)
+            if new == title:
+                break
+            title = new
+    title = re.sub(r"\s+", " ", title.replace("\t", " "))
+    return "".join(ch for ch in title if " " <= ch < "\x7f")[:TITLE_MAX].strip()
 
+
+# --------------------------------------------------------------------------- one report
 
 class _Open:
     """A report being collected."""
 
-    def __init__(self, pattern: Pattern, header: re.Match[str], lineno: int, raw: str) -> None:
+    def __init__(self, pattern: Pattern, header: re.Match[str], lineno: int, raw: str, text: str) -> None:
         self.pattern = pattern
         self.groups = {k: v for k, v in header.groupdict().items() if v is not None}
+        self.groups["text"] = text[header.start():]
         self.line = lineno
         self.lines = [raw]
-        self.frames: list[str] = []
+        self.pc: str | None = None
+        self.header_func = self.groups.get("func")
+        self.trace: list[str] = []
+        self.after: dict[int, list[str]] = {}  # index in pattern.frames -> frames
+        self.armed: dict[int, int] = {}  # index -> 1 armed (waiting), 2 collecting
         self.trace_state = 0  # 0: before "Call trace:", 1: in it, 2: after it
         self.in_regs = False
+        self.empty_trace = False
+        self.interrupted = False
+        self.truncated = False  # the input ended while the report was open
+        self.ended = False  # reached its end marker / end of trace
+        self.attached: list[str] = []  # consequence reports folded in (panic after a WARNING)
+        self._watch(text, header_line=True)
+
+    def _watch(self, text: str, header_line: bool = False) -> None:
+        for i, src in enumerate(self.pattern.frames):
+            if not isinstance(src, AfterMarker):
+                continue
+            state = self.armed.get(i, 0)
+            if state == 0:
+                if src.marker.search(text):
+                    self.armed[i] = 1
+                    m = _ANY_FUNC.search(text[src.marker.search(text).end():])  # type: ignore[union-attr]
+                    if m:
+                        self.after.setdefault(i, []).append(m.group("func"))
+                        self.armed[i] = 2
+                continue
+            if state == 3 or header_line:
+                continue
+            m = _ANY_FUNC.search(text)
+            if m:
+                self.after.setdefault(i, []).append(m.group("func"))
+                self.armed[i] = 2
+            elif state == 2:
+                self.armed[i] = 3  # the block of frames after the marker ended
 
     def add(self, raw: str, text: str) -> bool:
         """Take one line; True when the report is complete."""
         self.lines.append(raw)
         p = self.pattern
-        if p.detail is not None and not any(k in self.groups for k in p.detail.groupindex):
-            if m := p.detail.search(text):
-                self.groups.update({k: v for k, v in m.groupdict().items() if v is not None})
+        for d in p.detail:
+            if not all(k in self.groups for k in d.groupindex) and (m := d.search(text)):
+                self.groups.update({k: v for k, v in m.groupdict().items() if v is not None and k not in self.groups})
+        if self.pc is None and self.trace_state == 0 and (m := _PC.match(text)):
+            self.pc = m.group("func")
+        self._watch(text)
         if self.trace_state == 0 and _CALL_TRACE.match(text):
             self.trace_state = 1
         elif self.trace_state == 0 and _REGS.match(text):
             self.in_regs = True
-        elif self.trace_state == 0 and self.in_regs and p.end_after_trace:
+        elif self.trace_state == 0 and self.in_regs and p.end_after_trace and not _PC.match(text):
             self.lines.pop()  # registers not followed by a kernel stack: user mode
+            self.ended = True
             return True
         elif self.trace_state == 1:
-            if m := _FRAME.match(text):
-                self.frames.append(_CLONE_SUFFIX.sub("", m.group("func")))
-            else:
+            m = _FRAME.match(text) or _INLINE.match(text)
+            if m:
+                if not (m.groupdict().get("q")):
+                    self.trace.append(m.group("func"))
+            elif not _TRACE_MARKER.match(text):
                 self.trace_state = 2
+                self.empty_trace = not self.trace
                 if p.end_after_trace:
                     self.lines.pop()  # this line is not part of the report
+                    self.ended = True
                     return True
         if p.end is not None and p.end.search(text):
+            self.ended = True
             return True
         return len(self.lines) >= p.max_lines
 
 
+def _candidates(report: _Open, table: PatternTable) -> list[str]:
+    """Frames in the order the pattern's sources give them, generic ones and clone suffixes dropped."""
+    p = report.pattern
+    raw: list[str] = []
+    # a title without a function still has frames for the fingerprint
+    for i, src in enumerate(p.frames or ("pc", "trace")):
+        if src == "pc" and report.pc:
+            raw.append(report.pc)
+        elif src == "header" and report.header_func:
+            raw.append(report.header_func.split(".")[0])
+        elif src == "trace":
+            trace = report.trace
+            if p.extractor == "stall" and table.interrupt_frames is not None:
+                # stalls and lockups are reported from the timer interrupt: the interrupted
+                # code is below the last interrupt entry frame (syzkaller: apic_timer_interrupt)
+                last = max((j for j, f in enumerate(trace) if table.interrupt_frames.search(f)), default=-1)
+                if last >= 0:
+                    trace = trace[last + 1:]
+                    raw = []  # the pc line was the interrupt handler's
+            raw.extend(trace)
+        elif isinstance(src, AfterMarker):
+            raw.extend(report.after.get(i, []))
+    out: list[str] = []
+    for f in raw:
+        if table.is_generic(f, p.skip):
+            continue
+        f = table.strip_prefix(f)
+        if not out or out[-1] != f:  # the pc function is also the first trace frame
+            out.append(f)
+    return out
+
+
+def _guilty(p: Pattern, frames: list[str], table: PatternTable) -> int:
+    """Index of the frame that names the report, -1 if none."""
+    if not frames:
+        return -1
+    if p.extractor == "stall":
+        # a loop is caught at a random point: name it by the frame above the first
+        # dispatcher (syscall, workqueue, timer ...) instead of the top frame
+        for j, f in enumerate(frames):
+            if any(a.search(f) for a in table.stall_anchors):
+                return max(j - 1, 0)
+        return -1
+    if p.extractor == "hang":
+        for j, f in enumerate(frames):
+            for anchor in table.hang_anchors:
+                if anchor in f:
+                    return j
+        for j, f in enumerate(frames):
+            if not any(s in f for s in table.hang_skip):
+                return j
+        return -1
+    return 0
+
+
 def _finish(report: _Open, table: PatternTable) -> Crash:
-    frames = tuple(f for f in report.frames if not table.is_generic(f))
+    p = report.pattern
+    frames = _candidates(report, table)
+    guilty = _guilty(p, frames, table)
     values = dict(report.groups)
-    template = report.pattern.title
-    if frames:
-        values["frame"] = frames[0]
-    else:
-        template = template.replace(" in {frame}", "")  # "BUG: soft lockup" rather than "... in ?"
+    for k in ("func",):
+        if k in values:
+            values[k] = values[k].split(".")[0]
+    template = p.title
+    reason = p.corrupted
+    if "{frame}" in template:
+        if guilty >= 0:
+            frame = frames[guilty]
+            if p.extractor == "hang":
+                frame = table.hang_anchors.get(next((a for a in table.hang_anchors if a in frame), ""), "") or frame
+            values["frame"] = frame
+        else:
+            # "BUG: soft lockup" rather than "... in ?": the title keeps what is known
+            template = template.replace(" in {frame}", "").replace("{frame}", "")
+            if not reason:
+                reason = ("call trace without frames" if report.empty_trace
+                          else "no stack frame to name the function" if report.trace or report.pc
+                          else "no call trace in the report")
     for k in _FIELD.findall(template):
-        values.setdefault(k, "?")
-    title = template.format(**values)
-    digest = hashlib.sha256("\n".join((title, *frames[:TOP_FRAMES])).encode()).hexdigest()[:16]
+        if k not in values:
+            template = re.sub(r"\s?\{" + k + r"\}", "", template)
+            reason = reason or f"report lacks its {k} line"
+    title = sanitize_title(template.format(**values))
+    if not reason and _TIMESTAMP.search(template.format(**values)):
+        reason = "another message was printed into the title line"
+    wants_trace = "trace" in p.frames and not report.ended
+    if not reason and report.interrupted and not report.trace and wants_trace:
+        reason = "interrupted by another report before its call trace"
+    if not reason and report.truncated and not report.trace and wants_trace:
+        reason = "the log ends before its call trace"
+    top = frames[guilty:guilty + TOP_FRAMES] if guilty >= 0 else frames[:TOP_FRAMES]
+    digest = hashlib.sha256("\n".join((title, *top)).encode()).hexdigest()[:16]
+    excerpt = "\n".join(report.lines + report.attached)
     return Crash(
-        kind=report.pattern.kind, pattern=report.pattern.name, title=title, fingerprint=digest,
-        line=report.line, end_line=report.line + len(report.lines) - 1,
-        excerpt="\n".join(report.lines), frames=frames, fields=dict(report.groups),
+        kind=p.kind, pattern=p.name, title=title, fingerprint=digest,
+        line=report.line, end_line=report.line + len(report.lines) + len(report.attached) - 1,
+        excerpt=excerpt, frames=tuple(frames), fields=dict(report.groups),
+        corrupted=bool(reason), corrupted_reason=reason,
     )
 
 
+# --------------------------------------------------------------------------- the scanner
+
 def _match_header(table: PatternTable, text: str) -> tuple[Pattern, re.Match[str]] | None:
-    """The first pattern whose header starts the line, with or without a pr_fmt prefix."""
-    for candidate in (text, _SUBSYSTEM.sub("", text, count=1)):
-        if table.any_header.match(candidate):
-            for p in table.patterns:
-                if m := p.header.match(candidate):
-                    return p, m
+    """The first pattern whose keyword and header are in the line."""
+    for p in table.patterns:
+        if p.keyword_text in text and (m := p.header.search(text)):
+            return p, m
     return None
 
 
-def iter_crashes(log: str | bytes | Iterable[str | bytes], table: PatternTable | None = None) -> Iterator[Crash]:
-    """Yield reports in console order as each one completes."""
-    table = table or default_patterns()
-    current: _Open | None = None
-    for lineno, raw in enumerate(_lines(log), 1):
+class _Scanner:
+    """State that survives chunk boundaries: the open report, the last finished one
+    (held back: the panic it causes may follow), line numbers."""
+
+    def __init__(self, table: PatternTable) -> None:
+        self.table = table
+        self.current: _Open | None = None
+        self.host: _Open | None = None  # when `current` is a panic folded into this report
+        self.pending: tuple[_Open, Crash] | None = None
+        self.lineno = 0  # lines consumed so far
+
+    def _flush(self, out: list[Crash]) -> None:
+        if self.pending is not None:
+            out.append(self.pending[1])
+            self.pending = None
+
+    def _close(self, out: list[Crash]) -> None:
+        """The open report is complete: it becomes the pending one."""
+        cur, self.current = self.current, None
+        if cur is None:
+            return
+        if self.host is not None:
+            host, self.host = self.host, None
+            host.attached.extend(cur.lines)
+            host.groups.update({f"{cur.pattern.name}.{k}": v for k, v in cur.groups.items() if k != "text"})
+            self.pending = (host, _finish(host, self.table))
+            return
+        self._flush(out)
+        self.pending = (cur, _finish(cur, self.table))
+
+    def _header(self, p: Pattern, m: re.Match[str], raw: str, text: str, out: list[Crash]) -> None:
+        cur = self.current
+        if cur is not None and self.host is None and cur.pattern.name in p.part_of:
+            # arm64 prints "Unable to handle ..." then "Internal error: Oops ..." for one fault
+            cur.groups.update({f"{p.name}.{k}": v for k, v in m.groupdict().items() if v})
+            if cur.add(raw, text):
+                self._close(out)
+            return
+        if p.attach_to_previous and self.host is None:
+            if cur is not None:
+                self._close(out)
+            if self.pending is not None and self.lineno - self.pending[1].end_line <= ATTACH_WINDOW:
+                # the panic that a WARNING, oops or hung task causes belongs to that report
+                self.host = self.pending[0]
+                self.pending = None
+                self.current = _Open(p, m, self.lineno, raw, text)
+                return
+        if cur is not None:
+            cur.interrupted = cur.trace_state == 0
+            self._close(out)
+        self._flush(out)
+        self.current = _Open(p, m, self.lineno, raw, text)
+
+    def line(self, raw_bytes: bytes, out: list[Crash]) -> None:
+        """Process one console line."""
+        self.lineno += 1
+        raw = clean_line(raw_bytes)
         text = strip_prefix(raw)
-        match = _match_header(table, text)
-        if match is not None:
-            p, m = match
-            if current is not None and current.pattern.name in p.part_of:
-                current.groups.update({f"{p.name}.{k}": v for k, v in m.groupdict().items() if v})
-                if current.add(raw, text):
-                    yield _finish(current, table)
-                    current = None
+        cur = self.current
+        if cur is not None and cur.pattern.end is not None and cur.pattern.end.search(text):
+            # "---[ end Kernel panic - not syncing: ... ]---" ends a report, it does not start one
+            cur.add(raw, text)
+            self._close(out)
+            return
+        found = _match_header(self.table, text) if any(k in raw_bytes for k in self.table.keywords) else None
+        if found is not None:
+            self._header(found[0], found[1], raw, text, out)
+        elif self.current is not None and self.current.add(raw, text):
+            self._close(out)
+
+    def finish(self, out: list[Crash]) -> None:
+        if self.current is not None:
+            self.current.truncated = True
+        self._close(out)
+        self._flush(out)
+
+    def chunk(self, buf: bytes, out: list[Crash]) -> None:
+        """A run of whole lines: jump to lines that contain a header keyword
+        unless a report is open."""
+        pos, n = 0, len(buf)
+        nxt = {k: buf.find(k) for k in self.table.keywords}
+        while pos < n:
+            if self.current is None:
+                hits = [v for v in nxt.values() if v >= 0]
+                if not hits:
+                    self.lineno += buf.count(b"\n", pos, n) + (0 if buf.endswith(b"\n") else 1)
+                    return
+                start = buf.rfind(b"\n", pos, min(hits)) + 1 or pos
+                self.lineno += buf.count(b"\n", pos, start)
+                pos = start
+            end = buf.find(b"\n", pos)
+            end = n if end < 0 else end
+            self.line(buf[pos:end], out)
+            pos = end + 1
+            for k, v in nxt.items():
+                if 0 <= v < pos:
+                    nxt[k] = buf.find(k, pos)
+
+
+def _chunks(log: str | bytes | Iterable[str | bytes] | BinaryIO) -> Iterator[bytes]:
+    """The input as chunks of whole lines (a line longer than a chunk is cut)."""
+    if isinstance(log, str):
+        log = log.encode("utf-8", errors="replace")
+    if isinstance(log, (bytes, bytearray, memoryview)):
+        data = bytes(log)
+        for i in range(0, len(data), CHUNK_BYTES):
+            yield data[i:i + CHUNK_BYTES]
+        return
+    if hasattr(log, "read"):
+        reader = log  # a binary file
+        while block := reader.read(CHUNK_BYTES):  # type: ignore[union-attr]
+            yield block if isinstance(block, bytes) else block.encode("utf-8", errors="replace")
+        return
+    for x in log:  # type: ignore[union-attr]
+        b = x.encode("utf-8", errors="replace") if isinstance(x, str) else bytes(x)
+        yield b if b.endswith(b"\n") else b + b"\n"
+
+
+def iter_crashes(log: str | bytes | Iterable[str | bytes] | BinaryIO, table: PatternTable | None = None) -> Iterator[Crash]:
+    """Yield reports in console order.  A finished report is held back until the
+    next report starts (or the input ends), because a panic that follows it is
+    folded into it."""
+    scanner = _Scanner(table or default_patterns())
+    carry = b""
+    out: list[Crash] = []
+    for block in _chunks(log):
+        buf = carry + block
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            if len(buf) < CHUNK_BYTES:
+                carry = buf
                 continue
-            if current is not None:
-                yield _finish(current, table)
-            current = _Open(p, m, lineno, raw)
-            continue
-        if current is not None and current.add(raw, text):
-            yield _finish(current, table)
-            current = None
-    if current is not None:
-        yield _finish(current, table)
+            cut = len(buf) - 1  # no newline for a whole chunk: cut the line here
+            buf = buf[:cut] + b"\n" + buf[cut:]
+        carry = buf[cut + 1:]
+        scanner.chunk(buf[:cut + 1], out)
+        yield from out
+        out.clear()
+    if carry:
+        scanner.chunk(carry, out)
+    scanner.finish(out)
+    yield from out
 
 
-def find_crashes(log: str | bytes | Iterable[str | bytes], table: PatternTable | None = None) -> list[Crash]:
+def find_crashes(log: str | bytes | Iterable[str | bytes] | BinaryIO, table: PatternTable | None = None) -> list[Crash]:
     return list(iter_crashes(log, table))
+
+
+def scan_file(path: Path | str, table: PatternTable | None = None) -> list[Crash]:
+    """Reports of a console log file, read in chunks (constant memory)."""
+    with open(path, "rb") as f:
+        return find_crashes(f, table)
