@@ -31,6 +31,7 @@ except ImportError:
 
 STATUS_ORDER = (FAILED, ERROR, NOT_RUN, PASSED)
 NOT_MEASURED = "not measured"
+MAX_LISTED = 20  # cells listed by name in the verdict; the Cells table has them all
 
 
 def fmt(v: float, unit: str = "") -> str:
@@ -93,7 +94,7 @@ def _full_cells(row: Row) -> list[str]:
 
 def _not_measured_text(h: Headline, group: Group, a: str, b: str) -> str:
     names = [n.metric.label for n in h.not_measured if (n.group, n.a, n.b) == (group, a, b)]
-    return f"{NOT_MEASURED} (left out): {', '.join(names)}" if names else ""
+    return f"Not measured (left out): {', '.join(names)}" if names else ""
 
 
 def _first_problem(r: CellRecord) -> str:
@@ -142,8 +143,11 @@ def _blocks(h: Headline) -> list[tuple]:
         out.append(("list", [f"`{r.key}` **{s.name}**: {s.message}  \n  reproduce: `{r.reproducer}`" for r, s in h.failures]))
     if h.not_run:
         out.append(("h", f"Not run ({len(h.not_run)})"))
-        out.append(("list", [f"`{r.key}`: {_first_problem(r)}" + (f"  \n  reproduce: `{r.reproducer}`" if r.reproducer else "")
-                             for r in h.not_run]))
+        items = [f"`{r.key}`: {_first_problem(r)}" + (f"  \n  reproduce: `{r.reproducer}`" if r.reproducer else "")
+                 for r in h.not_run[:MAX_LISTED]]
+        if len(h.not_run) > MAX_LISTED:
+            items.append(f"and {len(h.not_run) - MAX_LISTED} more (see Cells)")
+        out.append(("list", items))
     for note in h.notes:
         out.append(("p", note))
     return out
@@ -234,7 +238,7 @@ def comparison_markdown(h: Headline) -> str:
                 lines += [f"<details><summary>{len(quiet)} metric(s) without a change (equal medians or within noise)</summary>",
                           ""] + _md_table(head, [_full_cells(r) for r in quiet]) + ["", "</details>", ""]
             if nm := _not_measured_text(h, group, a, b):
-                lines += [nm[0].upper() + nm[1:] + ".", ""]
+                lines += [nm + ".", ""]
     return "\n".join(lines)
 
 
@@ -336,7 +340,7 @@ def render_html(h: Headline, records: list[CellRecord]) -> str:
                 comp.append(f"<details><summary>{len(quiet)} metric(s) without a change (equal medians or within noise)</summary>"
                             + _table(head, [[e(c) for c in _full_cells(r)] for r in quiet]) + "</details>")
             if nm := _not_measured_text(h, group, a, b):
-                comp.append(f"<p>{e(nm[0].upper() + nm[1:])}.</p>")
+                comp.append(f"<p>{e(nm)}.</p>")
     cells = [[f"<code>{e(r.key)}</code>", _status_html(r.status),
               fmt(r.metrics["workload.seconds"]) if "workload.seconds" in r.metrics else "–",
               fmt(r.metrics["boot.ready_s"]) if "boot.ready_s" in r.metrics else "–", e(_first_problem(r))] for r in records]

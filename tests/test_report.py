@@ -48,7 +48,7 @@ def test_absent_metric_is_not_measured_never_zero():
     assert not any(r.metric.metric.startswith("race.") for r in h.rows)
     assert {n.metric.metric for n in h.not_measured} == {"race.lost_races", "race.aging_passes", "race.walk_errors_age"}
     md = render_markdown(h, recs)
-    assert "not measured (left out): lost age-walk cmpxchg races" in md
+    assert "Not measured (left out): lost age-walk cmpxchg races" in md
     assert "| lost age-walk cmpxchg races |" not in md
 
 
