@@ -67,6 +67,7 @@ class ApplyResult:
     base: str = ""
     series_key: str = ""
     cached: bool = False
+    notes: tuple[str, ...] = ()  # the series' own (which revision of a thread was used)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +81,7 @@ class ApplyResult:
             f"patch series on base {self.base[:12]}: {summary}"
             + (" (cached result)" if self.cached else "")
         ]
+        lines += [f"  note: {n}" for n in self.notes]
         width = max((len(r.patch.name) for r in self.results), default=5)
         lines.append(f"  {'#':>3}  {'status':<15} {'commit':<12}  {'patch':<{width}}  subject")
         for r in self.results:
@@ -89,6 +91,7 @@ class ApplyResult:
             )
             if r.status in ("applied-offset", "applied-3way", "failed") and r.detail:
                 lines.append(f"         {r.detail}")
+            lines += [f"         note: {n}" for n in r.patch.notes]
             for f in r.failures[:40]:
                 lines.append(f"           - {f.describe()}")
             if len(r.failures) > 40:
@@ -130,7 +133,7 @@ class ApplyResult:
                 raise ValueError("stored result does not match the series")
             failures = [HunkFailure(**f) for f in row["failures"]]
             results.append(PatchResult(patch, row["status"], row["detail"], row["commit"], failures))
-        return ApplyResult(results, data["head"], data["base"], data["series_key"], cached=True)
+        return ApplyResult(results, data["head"], data["base"], data["series_key"], cached=True, notes=series.notes)
 
 
 # ------------------------------------------------------- git output parsing (pure)
@@ -384,7 +387,7 @@ def apply_series(repo: Path, base_commit: str, series: Series) -> ApplyResult:
                 results += [PatchResult(p, "not-attempted", "an earlier patch failed", None) for p in series.patches[i + 1:]]
                 break
             head = result.commit or head
-    final = ApplyResult(results, head, base, series.key())
+    final = ApplyResult(results, head, base, series.key(), notes=series.notes)
     if final.ok and series.patches:
         _store(repo, series, base, final)
     return final

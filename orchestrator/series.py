@@ -16,6 +16,7 @@ as given, with a fixed `From ` line in front.  Everything here is pure except
 """
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.errors
 import email.header
@@ -52,6 +53,7 @@ class Patch:
     text: str  # the mail as git am wants it (starts with a "From " line)
     files: tuple[str, ...]  # paths touched (from diff --git a/ b/ and ---/+++ lines)
     source: str  # "path/to/file[:line]" for messages
+    notes: tuple[str, ...] = ()  # what was done to the mail before applying (CRLF -> LF)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Series:
     origin: str  # what the user gave
     patches: tuple[Patch, ...]
     skipped: tuple[Skipped, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # e.g. which revision of a thread was picked
 
     def key(self) -> str:
         """sha256 over the patch hashes in order; "none" for an empty series."""
@@ -373,6 +376,13 @@ def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str) -> 
             f"{source}: patch {name} is larger than {MAX_PATCH_BYTES >> 20} MiB",
             hint="split the series or give a smaller patch",
         )
+    notes: tuple[str, ...] = ()
+    first_line = mail.split("\n", 1)[0]
+    if first_line.endswith("\r") and mail.count("\r\n") * 2 > mail.count("\n"):
+        # Saved with CRLF line endings (web archives, some mail clients): git am
+        # --keep-cr would compare every context line with a trailing CR and fail.
+        mail = mail.replace("\r\n", "\n")
+        notes = ("the mail had CRLF line endings; converted to LF before applying",)
     block = _header_block(mail)
     if block is not None:
         headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(block[0] + "\n")
@@ -401,7 +411,7 @@ def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str) -> 
             + (body.rstrip("\n") + "\n\n" if body.strip() else "")
             + diff
         )
-    return Patch(0, name, subject, _normalised_hash(text), text, info.files, source)
+    return Patch(0, name, subject, _normalised_hash(text), text, info.files, source, notes)
 
 
 def parse_file_text(text: str, *, file_name: str, source: str) -> list[Patch | Skipped]:
@@ -437,7 +447,7 @@ def parse_file_text(text: str, *, file_name: str, source: str) -> list[Patch | S
 
 
 def _renamed(p: Patch, name: str) -> Patch:
-    return Patch(p.index, name, p.subject, p.sha256, p.text, p.files, p.source)
+    return dataclasses.replace(p, name=name)
 
 
 # ---------------------------------------------------------------- file input
@@ -545,6 +555,8 @@ def load_series(path: Path, *, only: list[str] | None = None) -> Series:
             f"patch series {path} contains no patches ({seen})",
             hint=f"give {what} that contain diffs (git format-patch output, an mbox, or a plain diff)",
         )
+    # Revisions and gaps are judged on the whole input, before a variant picks its subset.
+    patches, skipped, notes = pick_revision(path, patches, skipped)
     names = [p.name for p in patches]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -558,7 +570,111 @@ def load_series(path: Path, *, only: list[str] | None = None) -> Series:
                 hint=f"choose from: {', '.join(names)}",
             )
         patches = [p for p in patches if p.name in wanted or p.name.split("#", 1)[0] in wanted]
-    numbered = tuple(
-        Patch(i, p.name, p.subject, p.sha256, p.text, p.files, p.source) for i, p in enumerate(patches, 1)
-    )
-    return Series(str(path), numbered, tuple(skipped))
+    numbered = tuple(dataclasses.replace(p, index=i) for i, p in enumerate(patches, 1))
+    return Series(str(path), numbered, tuple(skipped), tuple(notes))
+
+
+# ---------------------------------------------------------------- numbering and revisions
+
+_NUMBER_RE = re.compile(r"\[(?P<tags>[^\]]*?)\b(?P<n>\d+)\s*/\s*(?P<total>\d+)\s*\]")
+_VERSION_RE = re.compile(r"^\s*\[[^\]]*?\b[vV](?P<v>\d+)\b[^\]]*\]")
+
+
+@dataclass(frozen=True)
+class Numbering:
+    version: int
+    n: int  # 0: cover letter
+    total: int
+
+
+def numbering(subject: str) -> Numbering | None:
+    """`[PATCH v3 2/5] x` -> (3, 2, 5); `[PATCH v2] x` -> (2, 1, 1); unnumbered and
+    unversioned (`[PATCH] x`, `[PATCH NOT-FOR-UPSTREAM] x`) -> None."""
+    m = _NUMBER_RE.search(subject)
+    v = _VERSION_RE.search(subject)
+    version = int(v.group("v")) if v else 1
+    if m:
+        return Numbering(version, int(m.group("n")), int(m.group("total")))
+    return Numbering(version, 1, 1) if v else None
+
+
+def _gaps(items: list[tuple[Numbering, str]]) -> tuple[list[int], set[int]]:
+    """(missing patch numbers, the totals seen) of one revision."""
+    totals = {num.total for num, _ in items}
+    have = {num.n for num, _ in items}
+    total = max(totals)
+    return [n for n in range(1, total + 1) if n not in have], totals
+
+
+def _label(num: Numbering, missing: list[int], total: int) -> str:
+    return ", ".join(f"{n}/{total}" for n in missing)
+
+
+def pick_revision(path: Path, patches: list[Patch], skipped: list[Skipped]) -> tuple[list[Patch], list[Skipped], list[str]]:
+    """What b4 am does with a thread: of several revisions (v1, v2 ...) keep the
+    newest complete one and say which; refuse an incomplete series (numbering
+    gaps, a count that disagrees with the cover letter) before anything is built."""
+    numbered: dict[int, list[tuple[Numbering, str]]] = {}
+    for p in patches:
+        if (num := numbering(p.subject)) is not None:
+            numbered.setdefault(num.version, []).append((num, p.name))
+    covers = {}
+    for sk in skipped:
+        num = numbering(sk.subject)
+        if num is not None and num.n == 0:
+            covers[num.version] = num
+            numbered.setdefault(num.version, [])
+    if not any(numbered.values()):
+        return patches, skipped, []
+    notes: list[str] = []
+    status: dict[int, str] = {}  # version -> "" if complete, else what is wrong
+    for version, items in numbered.items():
+        real = [(num, name) for num, name in items if num.n > 0]
+        if not real:
+            status[version] = f"the cover letter announces {covers[version].total} patch(es) but none is here"
+            continue
+        missing, totals = _gaps(real)
+        total = max(totals)
+        cover = covers.get(version)
+        if len(totals) > 1:
+            status[version] = f"the patches disagree on the series length ({', '.join(f'/{t}' for t in sorted(totals))})"
+        elif cover is not None and cover.total != total:
+            status[version] = f"the cover letter announces {cover.total} patch(es), the patches say /{total}"
+        elif missing:
+            status[version] = f"{len(missing)} of {total} missing: {_label(real[0][0], missing, total)}"
+        else:
+            status[version] = ""
+        dupes = sorted({num.n for num, _ in real if sum(1 for o, _ in real if o.n == num.n) > 1})
+        if dupes and not status[version]:
+            status[version] = f"patch {dupes[0]}/{total} appears more than once"
+    versions = sorted(numbered)
+    if len(versions) == 1:
+        problem = status[versions[0]]
+        if problem:
+            v = versions[0]
+            what = f"patch series {path} is incomplete{f' (v{v})' if v > 1 else ''}: {problem}"
+            if (path / "series").is_file():  # a quilt series file lists what the user chose
+                return patches, skipped, [what + " (applied as listed in its series file)"]
+            raise UserError(
+                what,
+                hint="add the missing mails (`b4 am MESSAGE-ID` fetches a whole thread), or give the patches "
+                     "in a quilt `series` file if a partial series is meant")
+        return patches, skipped, notes
+    complete = [v for v in versions if not status[v]]
+    if not complete:
+        details = "; ".join(f"v{v}: {status[v]}" for v in versions)
+        raise UserError(f"patch series {path} holds revisions {', '.join(f'v{v}' for v in versions)}, none complete: {details}",
+                        hint="add the missing mails of the revision you want (`b4 am -v N MESSAGE-ID`)")
+    chosen = complete[-1]
+    keep = {name for _, name in numbered[chosen]}
+    dropped = [v for v in versions if v != chosen]
+    newer_broken = [v for v in versions if v > chosen]
+    note = (f"{path} holds revisions {', '.join(f'v{v}' for v in versions)}: using v{chosen}, the newest complete one "
+            f"({len([1 for num, _ in numbered[chosen] if num.n > 0])} patch(es))")
+    if newer_broken:
+        note += "; " + "; ".join(f"v{v} is incomplete: {status[v]}" for v in newer_broken)
+    notes.append(note)
+    drop_names = {name for v in dropped for _, name in numbered[v]}
+    patches = [p for p in patches if p.name in keep or p.name not in drop_names]
+    skipped = [sk for sk in skipped if (num := numbering(sk.subject)) is None or num.version == chosen]
+    return patches, skipped, notes

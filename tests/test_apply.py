@@ -288,3 +288,18 @@ def test_parse_apply_output_forms() -> None:
     assert three_way_reason("error: sha1 information is lacking or useless (x.c).\nerror: could not build fake ancestor") \
         .endswith("(x.c)")
     assert three_way_reason("CONFLICT (content): Merge conflict in x.c\n") == "3-way merge conflict in x.c"
+
+
+def test_crlf_saved_project_patch_applies_with_a_note(repo: Path, base: str, tmp_path: Path) -> None:
+    """The project's 0001 saved with CRLF (as web archives give it): before, each of
+    its hunks was "context does not match the tree"; now it applies and says why."""
+    project = Path(__file__).resolve().parents[1] / "patches"
+    d = tmp_path / "crlf"
+    d.mkdir()
+    for p in sorted(project.glob("000[1-3]-*.patch")):
+        (d / p.name).write_bytes(p.read_bytes().replace(b"\n", b"\r\n"))
+    series = load_series(d)
+    first = Series(series.origin, series.patches[:1])
+    result = apply_series(repo, base, first)
+    assert [r.status for r in result.results] == ["applied"], result.report()
+    assert "note: the mail had CRLF line endings; converted to LF before applying" in result.report()

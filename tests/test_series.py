@@ -281,3 +281,73 @@ def test_size_and_count_bounds(tmp_path: Path) -> None:
     (many / "series").write_text("a.patch\n" * (S.MAX_PATCHES + 1))
     with pytest.raises(UserError, match="more than 20000 entries"):
         load_series(many)
+
+
+# --------------------------------------------------------------- CRLF, gaps, revisions
+
+PROJECT_0001 = Path(__file__).resolve().parents[1] / "patches" / "0001-KVM-let-architectures-take-mmu_lock-for-aging.patch"
+
+
+def test_crlf_mail_is_converted_and_says_so(tmp_path: Path) -> None:
+    """The project's own 0001 as a web archive saves it (CRLF): the same patch as the LF file."""
+    for p in sorted(PROJECT_0001.parent.glob("000[1-3]-*.patch")):  # [PATCH n/3]: the whole series
+        data = p.read_bytes()
+        (tmp_path / p.name).write_bytes(data.replace(b"\n", b"\r\n") if p == PROJECT_0001 else data)
+    got = load_series(tmp_path).patches[0]
+    want = load_series(PROJECT_0001.parent, only=[PROJECT_0001.name]).patches[0]
+    assert "\r" not in got.text and got.sha256 == want.sha256 and got.files == want.files
+    assert got.notes == ("the mail had CRLF line endings; converted to LF before applying",)
+    assert want.notes == ()
+
+
+def _numbered(tmp_path: Path, subjects: list[str], name: str = "thread.mbox") -> Path:
+    mbox = tmp_path / name
+    mbox.write_text("".join(_mail(s, PLAIN_DIFF.replace("TWO", f"TWO {i}"), from_line=True) if "0/" not in s
+                            else _mail(s, "", from_line=True) for i, s in enumerate(subjects)))
+    return mbox
+
+
+def test_lone_first_patch_of_three_is_reported_before_anything_is_built(tmp_path: Path) -> None:
+    d = tmp_path / "series"
+    d.mkdir()
+    (d / "0001-x.patch").write_text(_mail("[PATCH 1/3] mm: one", PLAIN_DIFF))
+    with pytest.raises(UserError) as exc:
+        load_series(d)
+    assert exc.value.message == f"patch series {d} is incomplete: 2 of 3 missing: 2/3, 3/3"
+    assert "b4 am" in exc.value.hint
+    # Listed in a quilt series file, the subset is the user's choice: no error, but a note.
+    (d / "series").write_text("0001-x.patch\n")
+    assert load_series(d).notes == (f"patch series {d} is incomplete: 2 of 3 missing: 2/3, 3/3 "
+                                    "(applied as listed in its series file)",)
+
+
+def test_cover_letter_count_must_match(tmp_path: Path) -> None:
+    mbox = _numbered(tmp_path, ["[PATCH v2 0/3] cover", "[PATCH v2 1/2] a", "[PATCH v2 2/2] b"])
+    with pytest.raises(UserError) as exc:
+        load_series(mbox)
+    assert "incomplete (v2): the cover letter announces 3 patch(es), the patches say /2" in exc.value.message
+
+
+def test_thread_with_several_revisions_uses_the_newest_complete_one(tmp_path: Path) -> None:
+    mbox = _numbered(tmp_path, ["[PATCH 1/2] a", "[PATCH 2/2] b",
+                                "[PATCH v2 0/2] cover", "[PATCH v2 1/2] a", "[PATCH v2 2/2] b",
+                                "[PATCH v3 1/2] a"])
+    s = load_series(mbox)
+    assert [p.subject for p in s.patches] == ["[PATCH v2 1/2] a", "[PATCH v2 2/2] b"]
+    assert [p.index for p in s.patches] == [1, 2]
+    assert s.notes == (f"{mbox} holds revisions v1, v2, v3: using v2, the newest complete one (2 patch(es)); "
+                       "v3 is incomplete: 1 of 2 missing: 2/2",)
+
+
+def test_no_complete_revision_is_an_error(tmp_path: Path) -> None:
+    mbox = _numbered(tmp_path, ["[PATCH 2/2] b", "[PATCH v2 1/2] a"])
+    with pytest.raises(UserError) as exc:
+        load_series(mbox)
+    assert "holds revisions v1, v2, none complete: v1: 1 of 2 missing: 1/2; v2: 1 of 2 missing: 2/2" in exc.value.message
+
+
+def test_numbering_forms() -> None:
+    assert S.numbering("[PATCH v3 2/5] x") == S.Numbering(3, 2, 5)
+    assert S.numbering("[RFC PATCH 0/7] x") == S.Numbering(1, 0, 7)
+    assert S.numbering("[PATCH v2] x") == S.Numbering(2, 1, 1)
+    assert S.numbering("[PATCH NOT-FOR-UPSTREAM] x") is None and S.numbering("[PATCH] x") is None
