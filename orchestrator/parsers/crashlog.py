@@ -23,8 +23,9 @@ console and how to apply an entry:
   kernels with different code layout, compares equal.
 
 Speed and memory: the input is read in chunks; within a chunk the literal
-keyword of every header is found with bytes.find (C speed) and only lines that
-contain one, plus the lines of open reports, are decoded and matched.  Memory
+keywords of all headers are found in one Aho-Corasick pass (ahocorasick-rs)
+and only lines that contain one, plus the lines of open reports, are decoded
+and matched.  Memory
 is bounded by the chunk size and `max_lines`; nothing in the input can raise.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ try:  # the regex parser, to find the literal keyword of each header
 except ImportError:  # pragma: no cover - Python < 3.11
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
+import ahocorasick_rs
 import yaml
 
 from ..errors import UserError
@@ -130,6 +132,11 @@ class PatternTable:
     hang_anchors: dict[str, str]
     hang_skip: tuple[str, ...]
     keywords: tuple[bytes, ...]
+    finder: ahocorasick_rs.BytesAhoCorasick = field(compare=False, repr=False)
+
+    def keyword_hits(self, buf: bytes) -> list[int]:
+        """Offsets in `buf` where a header keyword starts (Aho-Corasick: one pass for all of them)."""
+        return [start for _, start, _ in self.finder.find_matches_as_indexes(buf)]
 
     def is_generic(self, func: str, extra: tuple[re.Pattern[str], ...] = ()) -> bool:
         return any(p.search(func) for p in self.skip_frames) or any(p.search(func) for p in extra)
@@ -168,17 +175,28 @@ def _compile(rx: str, where: str) -> re.Pattern[str]:
 
 
 def _literal_keyword(rx: str) -> str:
-    """The longest run of literal characters that every match of `rx` contains."""
+    """The longest run of literal characters that every match of `rx` contains
+    (literals inside plain groups count: "INFO: (?P<f>rcu_\\w+)" gives "INFO: rcu_")."""
     try:
         parsed = _sre_parse.parse(rx)
     except Exception:  # noqa: BLE001 - compile() already reported real errors
         return ""
+
+    def items(seq):  # literal characters, None where the run breaks
+        for op, arg in seq:
+            if str(op) == "LITERAL":
+                yield chr(arg)
+            elif str(op) == "SUBPATTERN":
+                yield from items(arg[-1])
+            else:
+                yield None
+
     best, run = "", ""
-    for op, arg in parsed:
-        if str(op) == "LITERAL":
-            run += chr(arg)
-            continue
-        best, run = max(best, run, key=len), ""
+    for ch in items(parsed):
+        if ch is None:
+            best, run = max(best, run, key=len), ""
+        else:
+            run += ch
     return max(best, run, key=len)
 
 
@@ -279,8 +297,16 @@ def load_patterns(path: Path | str = PATTERNS_FILE) -> PatternTable:
         stall_anchors=tuple(_compile(rx, f"{path}: stall.anchors") for rx in stall.get("anchors") or ()),
         hang_anchors={str(k): str(v or "") for k, v in (hang.get("anchors") or {}).items()},
         hang_skip=tuple(str(s) for s in hang.get("skip") or ()),
-        keywords=tuple(dict.fromkeys(p.keyword for p in patterns)),
+        keywords=(kw := _minimal_keywords(p.keyword for p in patterns)),
+        finder=ahocorasick_rs.BytesAhoCorasick(list(kw)),
     )
+
+
+def _minimal_keywords(words: Iterable[bytes]) -> tuple[bytes, ...]:
+    """Keywords to search: one that contains another ("BUG: KASAN: " has "BUG: ")
+    is found by that one's search, so only the shortest are searched."""
+    unique = list(dict.fromkeys(words))
+    return tuple(w for w in unique if not any(o != w and o in w for o in unique))
 
 
 @lru_cache(maxsize=1)
@@ -571,7 +597,7 @@ class _Scanner:
             cur.add(raw, text)
             self._close(out)
             return
-        found = _match_header(self.table, text) if any(k in raw_bytes for k in self.table.keywords) else None
+        found = _match_header(self.table, text) if self.table.finder.find_matches_as_indexes(raw_bytes) else None
         if found is not None:
             self._header(found[0], found[1], raw, text, out)
         elif self.current is not None and self.current.add(raw, text):
@@ -584,26 +610,25 @@ class _Scanner:
         self._flush(out)
 
     def chunk(self, buf: bytes, out: list[Crash]) -> None:
-        """A run of whole lines: jump to lines that contain a header keyword
+        """A run of whole lines: jump to the lines that contain a header keyword
         unless a report is open."""
         pos, n = 0, len(buf)
-        nxt = {k: buf.find(k) for k in self.table.keywords}
+        hits = self.table.keyword_hits(buf)
+        h = 0
         while pos < n:
             if self.current is None:
-                hits = [v for v in nxt.values() if v >= 0]
-                if not hits:
+                while h < len(hits) and hits[h] < pos:
+                    h += 1
+                if h == len(hits):
                     self.lineno += buf.count(b"\n", pos, n) + (0 if buf.endswith(b"\n") else 1)
                     return
-                start = buf.rfind(b"\n", pos, min(hits)) + 1 or pos
+                start = buf.rfind(b"\n", pos, hits[h]) + 1 or pos
                 self.lineno += buf.count(b"\n", pos, start)
                 pos = start
             end = buf.find(b"\n", pos)
             end = n if end < 0 else end
             self.line(buf[pos:end], out)
             pos = end + 1
-            for k, v in nxt.items():
-                if 0 <= v < pos:
-                    nxt[k] = buf.find(k, pos)
 
 
 def _chunks(log: str | bytes | Iterable[str | bytes] | BinaryIO) -> Iterator[bytes]:
