@@ -39,6 +39,7 @@ from .progress import fmt_duration
 from .report import write_reports
 from .report import headline_terminal
 from .results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, exit_status, not_run_record, write_json_atomic
+from .timing import host_facts, host_load, is_timed
 from .tracing import load_tracepoint_set
 from .variants import resolve as resolve_variant
 from .verdicts import load_expectations, verdict_steps
@@ -199,7 +200,10 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
                          ssh_timeout=opts.ssh_timeout_s) as g:
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in g.boot.stages.items())
             rec.metrics["boot.ready_s"] = round(g.boot.stages.get("ready", time.monotonic() - t0), 3)
-            rec.add(Step("boot", PASSED, time.monotonic() - t0, output=f"stages: {stages}; guest uptime {g.boot.guest_uptime}"), cell_dir)
+            argv_file = cell_dir / "qemu-argv.txt"  # the emulator settings belong to every timing figure
+            qemu = " ".join(argv_file.read_text().split()) if argv_file.is_file() else ""
+            rec.add(Step("boot", PASSED, time.monotonic() - t0,
+                         output=f"stages: {stages}; guest uptime {g.boot.guest_uptime}\nqemu: {qemu}"), cell_dir)
             shell = GuestShell(g.console, g.ssh)
             if g.ssh is None:
                 rec.add(Step("ssh", SKIPPED, 0.0, f"no SSH: {g.ssh_error or 'the machine shape has no network'}; "
@@ -220,7 +224,13 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             tpset = load_tracepoint_set(workload.tracepoints) if workload.tracepoints else None
             phase = f"workload {workload.name}"
             t2 = time.monotonic()
-            run = run_workload(shell, workload, cell.workload.params_dict(), tpset, cell_dir / "evidence")
+            # Host load at both ends of the workload: a timing figure measured
+            # on a loaded host says so in the report (orchestrator/timing.py).
+            rec.metrics.update(host_facts())
+            rec.metrics.update(host_load("before"))
+            run = run_workload(shell, workload, cell.workload.params_dict(), tpset, cell_dir / "evidence",
+                               timed=is_timed(cell.config_set))
+            rec.metrics.update(host_load("after"))
             rec.metrics.update(run.metrics)
             write_json_atomic(cell_dir / "metrics.json", rec.metrics)
             if run.ssh_lost:
