@@ -609,23 +609,23 @@ class _Scanner:
         self._close(out)
         self._flush(out)
 
-    def chunk(self, buf: bytes, out: list[Crash]) -> None:
-        """A run of whole lines: jump to the lines that contain a header keyword
-        unless a report is open."""
-        pos, n = 0, len(buf)
-        hits = self.table.keyword_hits(buf)
+    def chunk(self, buf: bytes, out: list[Crash], n: int | None = None) -> None:
+        """The whole lines in buf[:n]: jump to the lines that contain a header
+        keyword unless a report is open."""
+        pos, n = 0, len(buf) if n is None else n
+        hits = self.table.keyword_hits(buf if n == len(buf) else memoryview(buf)[:n])
         h = 0
         while pos < n:
             if self.current is None:
                 while h < len(hits) and hits[h] < pos:
                     h += 1
                 if h == len(hits):
-                    self.lineno += buf.count(b"\n", pos, n) + (0 if buf.endswith(b"\n") else 1)
+                    self.lineno += buf.count(b"\n", pos, n) + (0 if buf[n - 1:n] == b"\n" else 1)
                     return
                 start = buf.rfind(b"\n", pos, hits[h]) + 1 or pos
                 self.lineno += buf.count(b"\n", pos, start)
                 pos = start
-            end = buf.find(b"\n", pos)
+            end = buf.find(b"\n", pos, n)
             end = n if end < 0 else end
             self.line(buf[pos:end], out)
             pos = end + 1
@@ -667,7 +667,7 @@ def iter_crashes(log: str | bytes | Iterable[str | bytes] | BinaryIO, table: Pat
             cut = len(buf) - 1  # no newline for a whole chunk: cut the line here
             buf = buf[:cut] + b"\n" + buf[cut:]
         carry = buf[cut + 1:]
-        scanner.chunk(buf[:cut + 1], out)
+        scanner.chunk(buf, out, cut + 1)  # no copy of the chunk: bounded by n
         yield from out
         out.clear()
     if carry:
