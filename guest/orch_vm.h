@@ -35,6 +35,7 @@
  */
 #include <limits.h>
 #include "perf_test_util.h"
+#define ORCH_PERF_TEST_UTIL 1
 #define memstress_args perf_test_args
 #define memstress_vcpu_args perf_test_vcpu_args
 #define memstress_create_vm perf_test_create_vm
@@ -48,6 +49,23 @@ static inline void memstress_set_write_percent(struct kvm_vm *vm, uint32_t write
 #endif
 #include "test_util.h"
 #include "ucall_common.h"
+
+#ifdef ORCH_PERF_TEST_UTIL
+/* test_util.h gained atoi_positive()/atoi_non_negative() in 6.3. */
+static inline uint32_t orch_parse_count(const char *name, const char *text, long min)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(text, &end, 0);
+	TEST_ASSERT(!errno && end != text && !*end && v >= min && v <= INT_MAX,
+		    "%s must be an integer >= %ld, got '%s'", name, min, text);
+	return v;
+}
+#define atoi_positive(name, text) orch_parse_count(name, text, 1)
+#define atoi_non_negative(name, text) orch_parse_count(name, text, 0)
+#endif
 
 static inline double orch_now(void)
 {

@@ -91,7 +91,11 @@ def compile_flags(source: PreparedSource, selftests: SelftestsBuild, program_dir
     kvm = source.repo / KVM_SELFTESTS
     headers = Path(selftests.metadata.get("headers") or "")
     generated = cache_dir("selftests", "work", selftests.key) / "obj/tools/arch/arm64/include/generated"
-    for need, what in ((headers, "installed kernel headers"), (generated, "generated arm64 sysreg headers")):
+    # Generated sysreg headers exist from 6.3 (tools/arch/arm64 sysreg generation); 6.1 has none.
+    needed = [(headers, "installed kernel headers")]
+    if (source.repo / "arch/arm64/tools/gen-sysreg.awk").is_file() and (source.repo / "tools/arch/arm64/tools").is_dir():
+        needed.append((generated, "generated arm64 sysreg headers"))
+    for need, what in needed:
         if not need.is_dir():
             raise UserError(f"{what} of the selftests build missing: {need}",
                             hint=f"delete {selftests.out_dir} so the selftests are built again")
@@ -100,7 +104,7 @@ def compile_flags(source: PreparedSource, selftests: SelftestsBuild, program_dir
             f"-I{kvm / 'include'}", f"-I{program_dir}",
             f"-I{kvm / ('include/arm64' if (kvm / 'include/arm64').is_dir() else 'include/aarch64')}",
             f"-I{kvm.parent / 'rseq'}", f"-I{kvm.parent}",
-            "-isystem", str(headers), f"-I{generated}/"]
+            "-isystem", str(headers), *([f"-I{generated}/"] if generated.is_dir() else [])]
 
 
 def compile_against_library(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain,
@@ -115,6 +119,15 @@ def compile_against_library(source: PreparedSource, selftests: SelftestsBuild, t
         dest.unlink(missing_ok=True)
         raise BuildFailed(f"{src.name} failed to compile (exit {res.returncode})",
                           first_errors((res.stdout + res.stderr).splitlines()), getattr(log, "name", ""))
+
+
+def first_reason(errors: list[str]) -> str:
+    """The line that says why: an undefined reference or a compiler error before the linker's summary."""
+    for pick in (lambda e: "undefined reference" in e, lambda e: ": error:" in e and "collect2" not in e,
+                 lambda e: "error" in e):
+        if line := next((e.strip() for e in errors if pick(e)), ""):
+            return line
+    return errors[0].strip() if errors else ""
 
 
 def _key(srcs: GuestSources, selftests: SelftestsBuild, tc: Toolchain) -> str:
@@ -186,7 +199,7 @@ def _build(srcs: GuestSources, source: PreparedSource, selftests: SelftestsBuild
                     log_path.write_text("\n".join(log_lines) + "\n")
                     raise BuildFailed(f"guest program {src.name} failed to compile (exit {res.returncode})",
                                       errors, str(log_path))
-                skipped[name] = next((e.strip() for e in errors if "error" in e), errors[0].strip() if errors else "")
+                skipped[name] = first_reason(errors)
                 continue
             built.append(name)
         for script in srcs.scripts:

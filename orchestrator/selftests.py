@@ -159,12 +159,12 @@ def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, p
 def _build_unlisted(source: PreparedSource, partial: SelftestsBuild, tc: Toolchain, name: str, log) -> str | None:
     """Compile a test the tree's Makefile does not list for arm64 against the
     library it built; None on success, else the reason it is unavailable."""
-    from .guest_programs import compile_against_library  # guest_programs imports this module
+    from .guest_programs import compile_against_library, first_reason  # guest_programs imports this module
     kvm_dir = source.repo / "tools/testing/selftests/kvm"
     try:
         compile_against_library(source, partial, tc, kvm_dir / f"{name}.c", partial.out_dir / name, log)
     except BuildFailed as exc:
-        first = next((e.strip() for e in exc.first_errors if "error" in e), "")
+        first = first_reason(exc.first_errors)
         return f"not built for arm64 by this tree's Makefile, and does not compile against its library: {first or exc}"
     except UserError as exc:  # the library objects themselves are missing
         return f"not built for arm64 by this tree's Makefile; {exc.message}"
