@@ -18,6 +18,7 @@ from orchestrator.paths import PATCHES_DIR
 from orchestrator.results import CellRecord, Step
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
 # Cell records of a real run: the race matrix on Debian's 6.12 (evidence, smp4 shape).
 RACE_RUN = FIXTURES / "race" / "run"
 
@@ -119,3 +120,32 @@ def test_merge_unites_shards_by_id(tmp_path: Path):
     for kind in ("checkouts", "builds", "tests"):
         assert sorted(o["id"] for o in merged[kind]) == sorted(o["id"] for o in whole[kind])
     assert merge_kcidb([tmp_path / "nothing"], tmp_path / "x") is None
+
+
+# kcidb.json and cell records of a real run: ./run-matrix --matrix linux-6.1
+# (Debian linux-source-6.1 6.1.192, evidence-modules, default shape, page-idle 16M).
+LINUX61_RUN = FIXTURES / "kcidb" / "linux-6.1-run"
+
+
+def test_real_61_run_kcidb_json_validates():
+    data = json.loads((LINUX61_RUN / "kcidb.json").read_text())
+    V5_3.validate(data)
+    (checkout,), (build,) = data["checkouts"], data["builds"]
+    assert checkout["git_commit_name"] == "6.1.192" and checkout["patchset_hash"] == "" and checkout["valid"]
+    assert build["checkout_id"] == checkout["id"] and build["config_name"] == "evidence-modules"
+    assert build["status"] == "PASS" and build["compiler"].startswith("aarch64-linux-gnu-gcc") and build["duration"] > 60
+    assert {t["path"]: t["status"] for t in data["tests"]} == {
+        "boot": "PASS", "nested-kvm": "PASS", "workload.page-idle": "PASS",
+        "verdict.page-idle_path_exercised": "PASS", "verdict.page-idle_no_kernel_warnings": "PASS",
+        "expect.page-idle_aging_takes_mmu_lock_for_write": "PASS"}
+    assert all(t["build_id"] == build["id"] and t["id"].startswith("arm64_orchestrator:linux61-") for t in data["tests"])
+
+
+def test_61_records_alone_give_the_same_tests(tmp_path: Path):
+    """`merge`/`report` elsewhere have the cell records, not the build cache."""
+    records = [(CellRecord.load(d), d) for d in sorted((LINUX61_RUN / "cells").iterdir())]
+    data = from_run(KcidbOptions("arm64_orchestrator", "linux61-"), matrix(ROOT / "matrices" / "linux-6.1-series"),
+                    records, None, tmp_path)
+    V5_3.validate(data)
+    saved = json.loads((LINUX61_RUN / "kcidb.json").read_text())
+    assert sorted(t["id"] for t in data["tests"]) == sorted(t["id"] for t in saved["tests"])
