@@ -116,13 +116,19 @@ def _blocks(h: Headline) -> list[tuple]:
             rows = [r for r in h.rows if (r.group, r.a, r.b) == (group, a, b)]
             called = [r for r in rows if r.called]
             out.append(("h", f"{a} → {b} · {group.label}"))
+            missing = [n for n in h.not_measured if (n.group, n.a, n.b) == (group, a, b)]
+            # Sides that measured none of the pair's metrics (every cell errored, or nothing collected).
+            empty = sorted(set.intersection(*(set(n.missing) for n in missing))) if missing and not rows else []
             if called:
                 out.append(("table", HEADLINE_COLS[:1] + [a, b] + HEADLINE_COLS[3:], [_headline_cells(r) for r in called]))
+            elif empty:
+                out.append(("p", f"nothing compared: {' and '.join(empty)} measured none of the "
+                                 f"{len(missing)} compared metric(s) (no cell whose workload finished, or not collected)."))
             else:
                 out.append(("p", _nothing_called(rows)))
             rest = len(rows) - len(called)
             tail = [f"{rest} other compared metric(s) not called: see Comparison"] if rest and called else []
-            if nm := _not_measured_text(h, group, a, b):
+            if (nm := _not_measured_text(h, group, a, b)) and not empty:
                 tail.append(nm)
             if tail:
                 out.append(("p", "; ".join(tail) + "."))
