@@ -321,16 +321,20 @@ def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:
     repeat (two variants: A B, B A, A B, ...).  Cell keys do not change.
     """
     rank = {v: i for i, v in enumerate(variants)}
-    groups: dict[tuple, None] = {}
+    members: dict[tuple, list[str]] = {}  # group -> its variants, in matrix order (rotation is within a group)
     for c in cells:
-        groups.setdefault((c.config_set, c.machine, c.workload), None)
-    group_rank = {g: i for i, g in enumerate(groups)}
-    n = max(len(variants), 1)
+        members.setdefault((c.config_set, c.machine, c.workload), [])
+        if c.variant not in members[(c.config_set, c.machine, c.workload)]:
+            members[(c.config_set, c.machine, c.workload)].append(c.variant)
+    for names in members.values():
+        names.sort(key=lambda v: rank.get(v, len(variants)))
+    group_rank = {g: i for i, g in enumerate(members)}
 
     def key(c: Cell) -> tuple:
-        v = rank.get(c.variant, len(variants))
-        rotated = (v - (c.repeat - 1)) % n if c.variant in rank else v
-        return (c.repeat, group_rank[(c.config_set, c.machine, c.workload)], rotated, c.variant)
+        group = (c.config_set, c.machine, c.workload)
+        names = members[group]
+        rotated = (names.index(c.variant) - (c.repeat - 1)) % len(names)
+        return (c.repeat, group_rank[group], rotated)
 
     return sorted(cells, key=key)
 

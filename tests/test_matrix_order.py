@@ -65,3 +65,10 @@ def test_repeats_per_config_set(tmp_path):
 def test_bad_order_names_the_choices(tmp_path):
     with pytest.raises(UserError, match="order: got 'shuffled', expected one of: interleaved, blocked"):
         load_matrix(write(tmp_path, "order: shuffled\n"))
+
+
+def test_rotation_is_within_the_variants_a_group_has(tmp_path):
+    # The default matrix: an included smp4 group with two of the three variants alternates ABBA too.
+    cells = [c for c in load_matrix("default").cells if c.machine == "smp4"]
+    assert [c.variant for c in cells] == ["baseline", "v4-fixed", "v4-fixed", "baseline", "baseline",
+                                          "v4-fixed", "v4-fixed", "baseline", "baseline", "v4-fixed"]
