@@ -5,6 +5,9 @@ and the CLI exits with status 2 (infrastructure/usage error).
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class UserError(Exception):
     """Bad input or missing prerequisite: the message says what and how to fix it."""
@@ -18,6 +21,12 @@ class UserError(Exception):
         if self.hint:
             return f"{self.message}\n  how to fix: {self.hint}"
         return self.message
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean 'v4-fixed'?)' for a near miss (difflib ratio >= 0.6), else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class BuildFailed(Exception):

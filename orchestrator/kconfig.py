@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import proc
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .kconfig_deps import KconfigTree, explain
 from .paths import KERNEL_CONFIGS_DIR, safe_name
 
@@ -123,7 +123,7 @@ def load_config_set(spec: str | None) -> ConfigSet:
         name = "+".join(Path(n).stem for n in names)
     else:
         raise UserError(
-            f"unknown config set {name!r}",
+            f"unknown config set {name!r}{did_you_mean(name, sets)}",
             hint=f"sets in {sets_file()}: {', '.join(sorted(sets))}; or a comma-separated list of fragments",
         )
     return ConfigSet(name, tuple(load_fragment(n) for n in names), base)

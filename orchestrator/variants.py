@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .series import Series, load_series
 
 VARIANTS_FILE = "variants.yaml"
@@ -48,7 +48,8 @@ def resolve(series_path: Path | None, variant: str | None) -> tuple[str, Series 
     if variant not in variants:
         where = series_path / VARIANTS_FILE
         known = ", ".join(sorted(variants)) or "none"
-        raise UserError(f"unknown variant {variant!r} in {where}", hint=f"known variants: {known}")
+        raise UserError(f"unknown variant {variant!r} in {where}{did_you_mean(variant, variants)}",
+                        hint=f"known variants: {known}")
     if not variants[variant]:
         return variant, None
     return variant, load_series(series_path, only=variants[variant])

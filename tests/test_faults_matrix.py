@@ -3,6 +3,7 @@ uses to plan jobs), building or booting; and a near miss names the closest
 valid name."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,18 @@ def test_no_suggestion_for_a_name_nothing_is_close_to(tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
         load_matrix(write(tmp_path, "variants: [baseline]\nworkloads: [qqqqqqqq]\n"))
     assert "did you mean" not in str(exc.value) and "known workloads: " in str(exc.value)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--variant", "v4-fixd"], "error: unknown variant 'v4-fixd' in patches/variants.yaml (did you mean 'v4-fixed'?)"),
+    (["--variant", "v4-fixed", "--config-set", "evidnce"], "error: unknown config set 'evidnce' (did you mean 'evidence'?)"),
+])
+def test_build_names_the_closest_variant_and_config_set(tmp_path: Path, args: list[str], needle: str) -> None:
+    # Refused before any source is prepared: an empty cache stays empty.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "build", "--series", "patches", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert needle in res.stderr, res.stderr
+    assert "how to fix: " in res.stderr
+    assert not (tmp_path / "cache" / "arm64-orchestrator" / "sources").exists()

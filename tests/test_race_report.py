@@ -169,11 +169,19 @@ def test_race_programs_are_arm64_static_and_executable():
     assert files["/opt/orch/workloads/race-stress"].stat().st_mode & 0o111
 
 
-def test_fixture_metrics_match_cell_records():
-    # The fixture's cell.json metrics are what evidence.py collected in that run.
-    cell = json.loads((V4_R1 / "cell.json").read_text())
-    assert cell["metrics"]["trace.age_walker.count"] == 31
-    assert cell["metrics"]["kprobe.age_walker.missed"] == 0 and cell["metrics"]["trace.events_lost"] == 0
+def test_evidence_metrics_recomputed_from_the_raw_files_match_the_run():
+    # evidence.evidence_metrics on the fixture's raw files gives the figures the
+    # real run recorded in cell.json, and its race metrics count the same lost
+    # races as the generic trace summary (two parsers, one trace).
+    from orchestrator.evidence import evidence_metrics
+    recorded = json.loads((V4_R1 / "cell.json").read_text())["metrics"]
+    m = evidence_metrics(V4_R1 / "evidence", load_workload("race"), tracing.load_tracepoint_set("race"))
+    # The fixture keeps the kprobe profile, trace and trace_stats (not lock_stat).
+    shared = [k for k in recorded if k.startswith(("kprobe.", "trace."))]
+    assert len(shared) == 23
+    assert {k: m.get(k) for k in shared} == {k: recorded[k] for k in shared}
+    assert m["trace.age_walker.count"] == m["race.lost_races"] == 31
+    assert m["kprobe.age_walker.missed"] == 0 and m["trace.events_lost"] == 0
 
 
 EXPECTED_LOST = {"baseline": 0, "v4": 91, "v4-fixed": 69}  # age_walker events per variant, 3 runs each (README)
