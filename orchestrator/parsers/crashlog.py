@@ -55,8 +55,10 @@ CHUNK_BYTES = 4 << 20
 TITLE_MAX = 120  # syzkaller's bound: interleaved lines can be very long
 ATTACH_WINDOW = 40  # lines between a report and the panic it causes
 
-# printk prefixes: "<4>" (dmesg -r), "[   12.345678]", "[    T123]" / "[  C1]" (PRINTK_CALLER)
-_PREFIX = re.compile(r"^(?:<\d{1,3}>)?(?:\[\s*\d+\.\d+\])?(?:\[\s*[TC]\d+\])?\s?")
+# printk prefixes: "<4>" (dmesg -r), "[   12.345678]", "[    T123]" / "[  C1]" (PRINTK_CALLER),
+# and, as syzkaller allows, "** 5 printk messages dropped ** " or a login prompt in front
+_PREFIX = re.compile(r"^(?:\*\* \d+ printk messages dropped \*\* )?(?:.{0,80} login: )?"
+                     r"(?:<\d{1,3}>)?(?:\[\s*\d+\.\d+\])?(?:\[\s*[TC]\d+\])?\s?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # One stack frame: arm64 " func+0x1c/0x40 [mod]", x86 " func+0x1c/0x40" or
 # " ? func+0x..." (unreliable, ignored), "[<ffff...>] func+0x..." (older and
@@ -598,6 +600,13 @@ class _Scanner:
             self._close(out)
             return
         found = _match_header(self.table, text) if self.table.finder.find_matches_as_indexes(raw_bytes) else None
+        if found is not None and cur is not None and self.host is None:
+            # a line that continues the open report wins over a more generic match
+            # ("Internal error: Oops - BUG: ..." after "kernel BUG at ...")
+            for p in self.table.patterns:
+                if cur.pattern.name in p.part_of and p.keyword_text in text and (m := p.header.search(text)):
+                    found = (p, m)
+                    break
         if found is not None:
             self._header(found[0], found[1], raw, text, out)
         elif self.current is not None and self.current.add(raw, text):
