@@ -211,3 +211,45 @@ def test_report_on_a_directory_that_is_not_results(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"error: {tmp_path} has no matrix.json" in res.stderr and "how to fix" in res.stderr
+
+
+# ---- a real two-machine run (tests/fixtures/report/README.md) -----------------
+
+SMOKE2 = ROOT / "tests" / "fixtures" / "report" / "smoke2"
+
+
+def test_machine_shapes_are_separate_comparison_groups():
+    # Before: report._values pooled by variant + workload, so default and smp4 cells became one n=2 sample.
+    run = load_run(SMOKE2)
+    recs = [r for r, _ in run.records]
+    h = run_headline(run.name, recs, [("baseline", "v4-fixed")], run.variants)
+    groups = {g.get("machine"): g for g in h.groups}
+    assert set(groups) == {"default", "smp4"}
+    for machine, g in groups.items():
+        row = next(r for r in h.rows if r.group == g and r.metric.metric == "kprobe.age_gfn.hits")
+        own = [r.metrics["kprobe.age_gfn.hits"] for r in recs if r.cell["machine"] == machine and r.cell["variant"] == "baseline"]
+        assert row.comparison.a.n == 1 and row.comparison.a.median == own[0]
+    md = render_markdown(h, recs)
+    assert "### baseline → v4-fixed · config set evidence · machine default · page-idle (bytes=16M vcpus=1)" in md
+    assert "### baseline → v4-fixed · config set evidence · machine smp4 · page-idle (bytes=16M vcpus=1)" in md
+    assert render_html(h, recs).count("data:image/png;base64,") == 2  # one figure per group
+
+
+def test_one_repeat_calls_nothing_but_shows_the_medians():
+    run = load_run(SMOKE2)
+    recs = [r for r, _ in run.records]
+    h = run_headline(run.name, recs, [("baseline", "v4-fixed")], run.variants)
+    assert not any(r.called for r in h.rows)
+    md = render_markdown(h, recs)
+    verdict = md[:md.index("## Comparison")]
+    assert "no change called: 1 repeat(s) per side" in verdict
+    write = next(r for r in h.rows if r.metric.metric == "lock.mmu_lock.write.acquisitions" and r.group.get("machine") == "default")
+    assert write.comparison.b.median == 13 and write.comparison.a.median > 100_000  # v4-fixed: the read lock
+
+
+def test_junit_counts_each_kernel_build_once():
+    run = load_run(SMOKE2)
+    builds = {r.key: next(s for s in r.steps if s.name == "build") for r, _ in run.records}
+    reused = {k: s for k, s in builds.items() if ".smp4." in k}
+    assert all(s.seconds == 0 and "built for cell " + k.replace(".smp4.", ".default.") in s.output for k, s in reused.items())
+    assert all(s.seconds > 0 for k, s in builds.items() if k not in reused)
