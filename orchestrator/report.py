@@ -305,7 +305,10 @@ def plots(h: Headline) -> list[tuple[str, str]]:
             ax.set_xlim(-0.5, len(names) - 0.5)
             ax.set_title(title, fontsize=9)
             ax.tick_params(axis="y", labelsize=7)
-            ax.set_ylim(bottom=0)
+            # From 0 (counts and times are not negative) with headroom, so no point sits on the frame.
+            low = min(0.0, *(panel[s].minimum for s in names))
+            high = max(panel[s].maximum for s in names)
+            ax.set_ylim(low, high + ((high - low) * 0.12 or 1.0))
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.suptitle(group.label, fontsize=10)
