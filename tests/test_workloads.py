@@ -99,7 +99,9 @@ def test_dispatch_by_output_format():
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("mglru-aging", ["/opt/orch/bin/mglru_aging", "-m", "6", "-v", "1", "-b", "32M", "-i", "200", "-p", "2"]),
+    # with-swap.sh sets up zram of the first argument (0: none) and runs the program (f5cf270).
+    ("mglru-aging", ["/opt/orch/workloads/with-swap.sh", "0", "mglru_aging", "-m", "6", "-v", "1", "-b", "32M",
+                     "-i", "200", "-p", "2", "-l", "0"]),
     ("memcg-reclaim", ["/opt/orch/workloads/memcg-reclaim.sh", "512M", "-m", "6", "-v", "1", "-b", "16M",
                        "-d", "10", "-l", "75", "-r", "4M", "-I", "500"]),
     ("page-idle", ["/opt/orch/selftests/access_tracking_perf_test", "-m", "6", "-v", "1", "-b", "64M"]),
@@ -178,6 +180,7 @@ def test_every_workload_declares_its_own_figures():
 def test_declared_metrics_are_what_real_runs_print():
     # Every declared mglru./reclaim. name is one the real programs printed (fixtures captured from real runs).
     seen = {**parse_metric_lines(text("mglru-aging-baseline.txt"), "mglru"),
+            **parse_metric_lines((FIX / "report" / "mglru-aging-timing-baseline.out").read_text(), "mglru"),
             **parse_metric_lines(text("memcg-reclaim-baseline.txt"), "reclaim")}
     for w in ("mglru-aging", "memcg-reclaim"):
         prefix = load_workload(w).metric_prefix
