@@ -3,6 +3,7 @@
 
     python bench/boot_bench.py [--kernel IMAGE] [--runs 5] [--ssh-runs 20]   (default: the pipeline's baseline build)
     python bench/boot_bench.py --kernel ... --cpu max,pauth-impdef=on --cpu max,sve=off,pauth=off
+    python bench/boot_bench.py --step-runs 6          (only the run-matrix boot step, see below)
 
 Measures, with the same QEMU argument list:
   orchestrated  QEMU start -> ready marker seen by GuestConsole (pty, log file, stages)
@@ -11,6 +12,11 @@ Measures, with the same QEMU argument list:
 then one SSH guest: median round trip of `true` over SSH and over the serial
 console.  With --cpu options it instead compares TCG CPU models: boot-to-ready
 per model (interleaved) and whether nested KVM still works with it.
+With --step-runs N it times what run-matrix reports as the `boot` step, the
+same way runner.run_cell does (start_guest with the build's guest files and
+SSH: guest image, QEMU, ready marker, SSH login), against that boot's own QEMU
+start -> ready stage (the cell's boot.ready_s); the first run is reported
+apart (it may build the base image), the ratio is over the rest.
 The host's load average is printed: these numbers are only comparable on a
 quiet machine.
 """
@@ -115,6 +121,28 @@ def bench_cpus(shape: MachineShape, kernel: Path, initrd: Path, cpus: list[str],
             for cpu, t in times.items()}
 
 
+def bench_boot_step(shape: MachineShape, runs: int, tmp: Path) -> dict:
+    from orchestrator.paths import PATCHES_DIR
+    from orchestrator.pipeline import BuildRequest, build_variant
+    vb = build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline"))
+    extra = vb.guest_files()
+    step, ready, rebuilt = [], [], []
+    for i in range(runs):
+        t0 = time.monotonic()
+        with start_guest(shape, vb.kernel.image, workdir=tmp / f"step-{i}", extra=extra) as g:
+            step.append(time.monotonic() - t0)  # where runner.run_cell ends the boot step
+            ready.append(g.boot.stages["ready"])
+            rebuilt.append(g.image.rebuilt)
+            ssh = g.ssh is not None
+        print(f"  run {i + 1}: boot step {step[-1]:.2f} s, QEMU start->ready {ready[-1]:.2f} s, "
+              f"ssh {'up' if ssh else 'DOWN'}, base image {'rebuilt' if rebuilt[-1] else 'cached'}", flush=True)
+    rest = slice(1, None) if runs > 1 else slice(None)
+    return {"step_s": step, "ready_s": ready, "base_rebuilt": rebuilt,
+            "step_median_s": median(step[rest]), "ready_median_s": median(ready[rest]),
+            "ratio": median(step[rest]) / median(ready[rest]),
+            "guest_files": len(extra), "image_bytes": g.image.base.stat().st_size if g.image.base else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kernel", type=Path, default=None, help="kernel Image (default: build/cache baseline)")
@@ -123,8 +151,23 @@ def main() -> int:
     ap.add_argument("--ssh-runs", type=int, default=20)
     ap.add_argument("--cpu", action="append", default=[],
                     help="compare these TCG CPU models instead (repeatable)")
+    ap.add_argument("--step-runs", type=int, default=0,
+                    help="only time run-matrix's boot step (with SSH and the build's guest files) N times")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    if args.step_runs:
+        results = {"loadavg_before": os.getloadavg()}
+        with tempfile.TemporaryDirectory(prefix="boot-bench-") as tmpdir:
+            print(f"run-matrix boot step, {args.step_runs} runs:")
+            results["boot_step"] = b = bench_boot_step(shape_by_name(args.shape), args.step_runs, Path(tmpdir))
+        results["loadavg_after"] = os.getloadavg()
+        print(f"first run: boot step {b['step_s'][0]:.2f} s (base image "
+              f"{'rebuilt' if b['base_rebuilt'][0] else 'cached'}); then median boot step "
+              f"{b['step_median_s']:.2f} s vs QEMU start->ready {b['ready_median_s']:.2f} s: ratio {b['ratio']:.3f}")
+        print(f"load average before/after: {results['loadavg_before']} / {results['loadavg_after']}")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        return 0
     if args.kernel is None:
         from orchestrator.paths import PATCHES_DIR
         from orchestrator.pipeline import BuildRequest, build_variant

@@ -69,7 +69,9 @@ KEEP_TAIL = 256 << 10
 FULL_PARSE_EVERY_S = 1.0
 SHELL_EXIT_MARKER = "ORCH-SHELL-EXIT"  # guest/init, after the console shell ended
 # At the start of a line and alone on it: `cat /init` shows the echo command, not this.
-_SHELL_EXIT = re.compile(rb"(?:^|\n)" + SHELL_EXIT_MARKER.encode() + rb"\r?\n")
+# Lines end "\r\r\n" on a real console (the guest tty's onlcr, then the host
+# pty's), so any number of CRs may come before the newline.
+_SHELL_EXIT = re.compile(rb"(?:^|\n)" + SHELL_EXIT_MARKER.encode() + rb"\r*\n")
 
 
 class _ShellExited(Exception):
@@ -316,7 +318,7 @@ class GuestConsole:
             shown = max(0, m.start() - len(self._interact_tail))
             os.write(1, data[:shown])  # what came before the marker, as interact() would
             raise _ShellExited
-        self._interact_tail = seen[-(len(SHELL_EXIT_MARKER) + 4):]
+        self._interact_tail = seen[-(len(SHELL_EXIT_MARKER) + 16):]  # room for the CRs
         return data
 
     def _log_output(self, data: bytes) -> bytes:

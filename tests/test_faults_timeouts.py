@@ -81,6 +81,8 @@ def test_run_matrix_make_timeout_is_a_build_error_and_the_run_goes_on(kernel_sou
     series = tmp_path / "series"
     shutil.copytree(PATCHES_DIR, series)
     (series / "9999-hang.patch").write_text(_hang_patch(kernel_source))
+    if (series / "series").is_file():  # a quilt series file names the patches there are
+        (series / "series").write_text((series / "series").read_text() + "9999-hang.patch\n")
     variants = (series / "variants.yaml").read_text()
     (series / "variants.yaml").write_text(variants.rstrip("\n") + "\n  hang: [9999-hang.patch]\n")
     matrix = tmp_path / "m.yaml"
@@ -115,5 +117,5 @@ def test_run_matrix_make_timeout_is_a_build_error_and_the_run_goes_on(kernel_sou
     assert "make" in build.message or "merge_config.sh" in build.message
     ok = next(v for k, v in suites.items() if k.startswith("baseline."))
     assert ok["boot"] is None and ok["workload fault-sleep"] is None  # the run went on
-    assert rc == 1  # an error and a failure (the test workload never ages KVM memory)
+    assert rc == 2  # build error; the other cell's verdicts are 'not measured' errors (no probes armed)
     assert time.monotonic() - t0 < 600
