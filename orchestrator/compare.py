@@ -137,6 +137,7 @@ class Headline:
     not_run: list[CellRecord]
     notes: list[str] = field(default_factory=list)  # e.g. a workload whose declarations could not be read
     sides: list[str] = field(default_factory=list)  # plot order
+    side_name: str = "variant"  # what a side is: a variant, or a run (compare --by kernel)
 
     @property
     def groups(self) -> list[Group]:
@@ -254,10 +255,17 @@ def two_run_headline(a: RunResults, b: RunResults, by: str = "kernel") -> Headli
                              f"({', '.join(BY_CHOICES)})")
     notes: list[str] = []
     rows, missing = comparisons({g: sides[g] for g in common}, pairs, notes)
-    records = [r for _, r in tagged]
+    # Only matched cells speak in the verdict; the rest are counted in one note.
+    matched = {id(r) for g in common for recs in sides[g].values() for r in recs}
+    kept = [(side, r) for side, r in tagged if id(r) in matched]
+    for label in (la, lb):
+        left_out = sum(1 for side, r in tagged if run_of[side] == label and id(r) not in matched)
+        if left_out:
+            notes.append(f"{left_out} cell(s) of {label} have no counterpart in the other run (other inputs) and are left out.")
+    records = [r for _, r in kept]
     return Headline(f"`{a.directory}` → `{b.directory}` (by {by})", _counts(records), rows, missing,
-                    checks(tagged), _failures(records), [r for r in records if r.status == NOT_RUN], notes,
-                    list(dict.fromkeys(s for s, _ in tagged)))
+                    checks(kept), _failures(records), [r for r in records if r.status == NOT_RUN], notes,
+                    list(dict.fromkeys(s for s, _ in kept)), "run" if axis is None else f"{by} (run)")
 
 
 def _run_labels(a: RunResults, b: RunResults) -> tuple[str, str]:

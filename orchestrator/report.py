@@ -138,9 +138,9 @@ def _blocks(h: Headline) -> list[tuple]:
         order = lambda c: (h.sides.index(c.side) if c.side in h.sides else 99, c.name)  # noqa: E731
         shown = [c for c in sorted(h.checks, key=order) if c.name.startswith("expect ") or c.status != PASSED]
         quiet = [c for c in h.checks if not c.name.startswith("expect ") and c.status == PASSED]
-        out.append(("h", "Expectations per variant"))
+        out.append(("h", f"Expectations per {h.side_name.split(' ')[0]}"))
         if shown:
-            out.append(("table", ["variant", "check", "result"], [[c.side, c.name, c.text] for c in shown]))
+            out.append(("table", [h.side_name, "check", "result"], [[c.side, c.name, c.text] for c in shown]))
         if quiet:
             names = sorted({c.name.split(": ", 1)[-1] for c in quiet})
             out.append(("p", f"Verdicts {', '.join(names)}: passed on every cell that ran them."))
@@ -148,12 +148,19 @@ def _blocks(h: Headline) -> list[tuple]:
         out.append(("h", "Failures"))
         out.append(("list", [f"`{r.key}` **{s.name}**: {s.message}  \n  reproduce: `{r.reproducer}`" for r, s in h.failures]))
     if h.not_run:
+        # By reason, names only: the whole set reruns with --resume, one cell with --only KEY.
         out.append(("h", f"Not run ({len(h.not_run)})"))
-        items = [f"`{r.key}`: {_first_problem(r)}" + (f"  \n  reproduce: `{r.reproducer}`" if r.reproducer else "")
-                 for r in h.not_run[:MAX_LISTED]]
-        if len(h.not_run) > MAX_LISTED:
-            items.append(f"and {len(h.not_run) - MAX_LISTED} more (see Cells)")
+        reasons: dict[str, list[str]] = {}
+        for r in h.not_run:
+            reasons.setdefault(_first_problem(r), []).append(r.key)
+        items = []
+        for why, keys in reasons.items():
+            shown = ", ".join(f"`{k}`" for k in keys[:MAX_LISTED])
+            more = f" and {len(keys) - MAX_LISTED} more (see Cells)" if len(keys) > MAX_LISTED else ""
+            items.append(f"{why} ({len(keys)}): {shown}{more}")
         out.append(("list", items))
+        out.append(("p", "`./run-matrix --resume` with the same matrix and results directory runs them; "
+                         f"one cell: `{h.not_run[0].reproducer or './run-matrix --only KEY'}`."))
     for note in h.notes:
         out.append(("p", note))
     return out
