@@ -79,3 +79,13 @@ def test_cli_prints_the_headline(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "compare", str(a), str(b)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "how to fix" in bad.stderr
+
+
+def test_cells_without_a_counterpart_are_left_out_and_counted(tmp_path):
+    # A: every v4 cell; B: the same three v4 cells plus the baseline ones, which A cannot match.
+    a = _results(tmp_path / "a", _records("v4"))
+    b = _results(tmp_path / "b", _records("v4") + _records("baseline"))
+    h = two_run_headline(load_run(a), load_run(b), "kernel")
+    assert sum(h.counts.values()) == 6 and {r.group.get("variant") for r in h.rows} == {"v4"}
+    assert "3 cell(s) of b have no counterpart in the other run (other inputs) and are left out." in h.notes
+    assert "### Expectations per run" in headline_markdown(h)
