@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from junitparser import Error, JUnitXml, Skipped
+from junitparser import Error, Failure, JUnitXml, Skipped
 
 import faults_support as fs
 from orchestrator.cli import main as cli_main
@@ -65,7 +65,8 @@ def _suites(junit: Path) -> dict[str, dict[str, object]]:
 def test_sigterm_keeps_results_writes_partial_junit_and_resume_runs_the_rest(tmp_path, programs) -> None:
     token = fs.new_token()
     fs.write_shape(tmp_path / "machines", "faulty", token)
-    matrix = _matrix(tmp_path, [{"name": "fault-sleep", "params": {"seconds": 1}},
+    # The first cell must finish "failed" (not "error"): --resume keeps only those.
+    matrix = _matrix(tmp_path, [{"name": "fault-sleep-probed", "params": {"seconds": 1}},
                                 {"name": "fault-sleep", "params": {"seconds": 8}}])
     out = tmp_path / "results"
     env = {**os.environ, fs.TOKEN_ENV: token, "ORCH_FAULT_PROGRAMS": str(programs)}
@@ -107,7 +108,9 @@ def test_sigterm_keeps_results_writes_partial_junit_and_resume_runs_the_rest(tmp
 
     suites = _suites(out / "junit.xml")
     first = next(k for k in suites if k != second.name)
-    assert suites[first]["workload fault-sleep"] is None  # finished before the signal: kept
+    assert suites[first]["workload fault-sleep-probed"] is None  # finished before the signal: kept
+    path = suites[first]["verdict fault-sleep-probed: path exercised"]
+    assert isinstance(path, Failure) and path.message.startswith("the run never aged KVM memory")
     assert (out / "cells" / first / "evidence" / "dmesg").is_file() and (out / "cells" / first / "console.log").is_file()
     interrupted = suites[second.name]["interrupted"]
     assert isinstance(interrupted, Error)
@@ -123,7 +126,7 @@ def test_sigterm_keeps_results_writes_partial_junit_and_resume_runs_the_rest(tmp
         if again.poll() is None:
             os.killpg(again.pid, signal.SIGKILL)
         fs.kill_leftovers(token)
-    assert again.returncode == 2, err[-3000:]  # the test workloads arm no probes: their verdicts are 'not measured' errors (exit 2)
+    assert again.returncode == 1, err[-3000:]  # the kept first cell failed its verdict
     # The inputs did not change between the runs, so the key must not either (a
     # key that changes by itself would make --resume rerun everything).
     assert json.loads((out / "cells" / first / "cell.json").read_text())["inputs_key"] == key_before
