@@ -463,3 +463,15 @@ def test_user_pattern_file(tmp_path):
     got = crashlog.find_crashes((FIX / "console-oops-warning.log").read_bytes(), crashlog.load_patterns(own))
     assert [c.title for c in got] == ["test finished with NUM"]  # numbers are made stable
     assert got[0].fields["rc"] == "0"
+
+
+def test_repeated_reports_in_the_corpus_share_a_fingerprint():
+    # a loop caught at different points, and a task reported hung again and again,
+    # are one crash each: that is what compare/merge match on
+    for name, title in (("SOFTLOCKUP.log", "BUG: soft lockup in full_proxy_write"),
+                        ("HUNG_TASK.log", "INFO: task hung in lkdtm_HUNG_TASK")):
+        path = CRASHES / name
+        if not path.exists():
+            pytest.fail(f"{path} is missing")
+        same = [c for c in crashlog.scan_file(path) if c.title == title]
+        assert len(same) >= 2 and len({c.fingerprint for c in same}) == 1
