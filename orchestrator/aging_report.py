@@ -230,8 +230,12 @@ def _conclusion(study: Study, q: str) -> list[str]:
                 word = "cuts" if c.verdict == "down" else "raises"
                 parts.append(f"the read lock {word} the {m.label} from {_fmt(c.a.median, m.unit)} to "
                              f"{_fmt(c.b.median, m.unit)} ({c.change_pct:+.1f}%, CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%)")
-            else:
-                parts.append(f"{m.label} within noise ({_fmt(c.a.median, m.unit)} vs {_fmt(c.b.median, m.unit)})")
+            elif c.verdict == "within noise":
+                parts.append(f"{m.label} within noise ({_fmt(c.a.median, m.unit)} vs {_fmt(c.b.median, m.unit)}, "
+                             f"p={c.p_value:.2f})")
+            else:  # not enough repeats, undefined: nothing can be said
+                parts.append(f"{m.label} not judged ({c.verdict}; medians {_fmt(c.a.median, m.unit)} vs "
+                             f"{_fmt(c.b.median, m.unit)})")
         if parts:
             out.append(f"- At {k[1]} inner vCPU(s): " + "; ".join(parts) + ".")
     return out

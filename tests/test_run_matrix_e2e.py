@@ -70,6 +70,15 @@ def test_reports_written(full_run):
     assert "data:image/png;base64," in (full_run / "report.html").read_text()
 
 
+def test_kcidb_json_of_the_run_validates(full_run):
+    from kcidb_io.schema import V5_3
+    import json
+    data = json.loads((full_run / "kcidb.json").read_text())
+    assert V5_3.validate(data) is data
+    assert len(data["builds"]) == 2 and len(data["checkouts"]) == 2  # baseline and v4-fixed
+    assert {"boot", "nested-kvm", "workload.page-idle"} <= {t["path"] for t in data["tests"]}
+
+
 def test_resume_skips_finished_cells(full_run):
     t0 = time.monotonic()
     res = run_matrix("--matrix", "smoke", "--results", str(full_run), "--resume")
