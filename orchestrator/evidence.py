@@ -60,6 +60,7 @@ class WorkloadRun:
     ssh_lost: str = ""  # SSH dropped during the run (the rest used the serial console)
     dmesg_excerpt: str = ""  # the guest kernel's lines about how it ended (OOM report, fault)
     timed: bool = False  # nothing was armed: no lock_stat, kprobe or trace figures (orchestrator/timing.py)
+    ages_kvm: bool = True  # the workload declares that it ages KVM memory (workloads/*.yaml `ages_kvm`)
 
 
 def _memcg_counter(text: str | None, name: str) -> int:
@@ -190,7 +191,8 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
         ended_by, excerpt = classify_end(exit_status, seconds, limit, dmesg, oom_kills)
         timed_out = timed_out or ended_by.startswith("timed out")
     run = WorkloadRun(workload.name, cmd, exit_status, seconds, output, timed_out, missing=missing, via=shell.via,
-                      ended_by=ended_by, ssh_lost=shell.ssh_lost, dmesg_excerpt=excerpt, timed=timed)
+                      ended_by=ended_by, ssh_lost=shell.ssh_lost, dmesg_excerpt=excerpt, timed=timed,
+                      ages_kvm=workload.ages_kvm)
     run.metrics = evidence_metrics(outdir, workload, tpset)
     run.metrics["workload.seconds"] = round(seconds, 3)
     run.metrics["memcg.oom_kill"] = float(max(0, oom_kills))

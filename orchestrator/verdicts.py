@@ -152,6 +152,9 @@ def verdict_steps(run: WorkloadRun, expectations: list[Expectation]) -> list[Ste
         steps.append(Step(f"verdict {run.name}: no kernel warnings", PASSED))
     for exp in expectations:
         name = f"expect {run.name}: {exp.name}"
+        if not run.ages_kvm:
+            steps.append(Step(name, SKIPPED, 0.0, f"not applicable: workload {run.name} does not age KVM memory"))
+            continue
         try:
             ok, shown = evaluate(exp.check, m)
         except NotMeasured as exc:
@@ -175,6 +178,8 @@ def _path_exercised(run: WorkloadRun) -> Step:
     """Did the run age KVM memory, and did aging take mmu_lock?  Said only from what was measured."""
     name = f"verdict {run.name}: path exercised"
     m = run.metrics
+    if not run.ages_kvm:
+        return Step(name, SKIPPED, 0.0, f"not applicable: workload {run.name} does not age KVM memory (ages_kvm: false)")
     if run.timed:
         return Step(name, SKIPPED, 0.0, "not applicable in a timed cell: no probe or lock_stat was armed; "
                     "the evidence cells of the same variant, machine and workload prove the path")

@@ -68,6 +68,7 @@ class Workload:
     path: Path
     metric_prefix: str = ""  # metric-lines: names become <prefix>.<name>; default the workload name
     compared: tuple[ComparedMetric, ...] = ()  # `compare:`, in report order
+    ages_kvm: bool = True  # `ages_kvm: false`: not an aging workload; "path exercised" and expectations do not apply
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, str]:
         unknown = set(given) - set(self.params)
@@ -122,12 +123,19 @@ def load_workload(name: str) -> Workload:
         params[pname] = ParamSpec(pname, spec["default"], spec["pattern"], spec.get("help", ""))
     return Workload(name, data.get("description", ""), data["program"], tuple(str(a) for a in data["args"]),
                     params, int(data["timeout_s"]), data.get("tracepoints"), output, path, prefix,
-                    _compared(path, text, prefix))
+                    _compared(path, text, prefix), _flag(path, data, "ages_kvm", True))
 
 
 def _closest(word: str, choices) -> str:
     near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (closest: {near[0]!r})" if near else ""
+
+
+def _flag(path: Path, data: dict, key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise UserError(f"{path}: {key}: expected true or false, got {value!r}")
+    return value
 
 
 def _compared(path: Path, text: str, prefix: str) -> tuple[ComparedMetric, ...]:

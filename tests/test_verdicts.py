@@ -88,3 +88,17 @@ def test_workload_metric_families_are_known(tmp_path: Path):
     f.write_text("v4:\n  - {name: c, check: kprobe.no_such_probe.hits > 0}\n")
     with pytest.raises(UserError):
         load_all_expectations(f)
+
+
+def test_workload_that_does_not_age_kvm_is_not_judged_on_aging():
+    r = run({"workload.seconds": 3.0})
+    r.ages_kvm = False  # e.g. workloads/crash-zoo.yaml
+    steps = by_name(verdict_steps(r, load_expectations(PATCHES_DIR / "expectations.yaml", "baseline")))
+    assert steps["verdict page-idle: path exercised"].status == SKIPPED
+    assert steps["expect page-idle: aging takes mmu_lock for write"].status == SKIPPED
+    assert "does not age KVM memory" in steps["verdict page-idle: path exercised"].message
+
+
+def test_crash_zoo_declares_it_does_not_age_kvm():
+    from orchestrator.workloads import load_workload
+    assert load_workload("crash-zoo").ages_kvm is False and load_workload("mglru-aging").ages_kvm is True
