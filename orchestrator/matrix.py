@@ -5,7 +5,6 @@ allowed.  Cells have stable keys, so sharding and --resume are deterministic.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .paths import PROJECT_ROOT, safe_name
 
 MATRICES_DIR = PROJECT_ROOT / "matrices"
@@ -133,10 +132,28 @@ def _workload(path: Path, node: yaml.Node, key: str) -> WorkloadRef:
     raise _err(path, node, key, "expected a workload name or {name:, params:}")
 
 
-def did_you_mean(name: str, known) -> str:
-    """' (did you mean 'variants'?)' for a near miss, else ''."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _checked_variants(path: Path, node: yaml.Node | None, names: list[str], series: Path) -> None:
+    """Every variant is named in the series' variants.yaml (when the series has one)."""
+    from .variants import VARIANTS_FILE, load_variants
+    if not (series / VARIANTS_FILE).is_file():
+        return
+    known = load_variants(series)
+    for i, name in enumerate(names):
+        if name not in known:
+            item = node.value[i] if isinstance(node, yaml.SequenceNode) and i < len(node.value) else node
+            raise _err(path, item, "variants", f"unknown variant {name!r}{did_you_mean(name, known)}; "
+                                               f"variants in {series / VARIANTS_FILE}: {', '.join(known)}")
+
+
+def _checked_config_sets(path: Path, node: yaml.Node | None, names: list[str]) -> None:
+    """Every config set (or fragment list) resolves, before anything is built."""
+    from .kconfig import load_config_set
+    for i, name in enumerate(names):
+        try:
+            load_config_set(name)
+        except UserError as exc:
+            item = node.value[i] if isinstance(node, yaml.SequenceNode) and i < len(node.value) else node
+            raise _err(path, item, "config_sets", exc.message + (f"; {exc.hint}" if exc.hint else "")) from None
 
 
 def _checked_workload(path: Path, node: yaml.Node, key: str, ref: WorkloadRef) -> WorkloadRef:
@@ -282,6 +299,16 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     name = str(fields["name"].value) if "name" in fields else path.stem
     source = str(fields["source"].value) if "source" in fields and fields["source"].value else None
     series = PROJECT_ROOT / (str(fields["series"].value) if "series" in fields else "patches")
+    # Names that only the series or kernel_configs/ know, checked before anything runs.
+    _checked_variants(path, fields.get("variants"), variants, series)
+    _checked_config_sets(path, fields.get("config_sets"), config_sets)
+    extra_v = [c.variant for c in cells if c.variant not in variants]
+    extra_c = [c.config_set for c in cells if c.config_set not in config_sets]
+    # (an included cell's name: the error points at the include list)
+    _checked_variants(path, fields.get("include") and yaml.ScalarNode("tag:yaml.org,2002:str", "", fields["include"].start_mark),
+                      list(dict.fromkeys(extra_v)), series)
+    _checked_config_sets(path, fields.get("include") and yaml.ScalarNode("tag:yaml.org,2002:str", "", fields["include"].start_mark),
+                         list(dict.fromkeys(extra_c)))
     if order == "interleaved":
         cells = interleave(cells, variants)
     return Matrix(path, name, source, series, cells, compare, order)

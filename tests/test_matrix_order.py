@@ -72,3 +72,12 @@ def test_rotation_is_within_the_variants_a_group_has(tmp_path):
     cells = [c for c in load_matrix("default").cells if c.machine == "smp4"]
     assert [c.variant for c in cells] == ["baseline", "v4-fixed", "v4-fixed", "baseline", "baseline",
                                           "v4-fixed", "v4-fixed", "baseline", "baseline", "v4-fixed"]
+
+
+def test_unknown_variant_and_config_set_are_refused_at_load_with_suggestion(tmp_path):
+    with pytest.raises(UserError, match=r"m.yaml:\d+: variants: unknown variant 'v4-fixd' \(did you mean 'v4-fixed'\?\)"):
+        load_matrix(write(tmp_path, "variants: [baseline, v4-fixd]\n"))
+    with pytest.raises(UserError, match=r"m.yaml:\d+: config_sets: unknown config set 'timng'.*did you mean 'timing'"):
+        load_matrix(write(tmp_path, "config_sets: [timng]\n"))
+    with pytest.raises(UserError, match=r"m.yaml:\d+: variants: unknown variant 'v5'"):
+        load_matrix(write(tmp_path, "variants: [baseline]\ninclude:\n  - {variant: v5, workload: page-idle}\n"))
