@@ -288,6 +288,8 @@ def aging_section(records: list[CellRecord]) -> str | None:
              f"median] n. Comparisons: {METHOD}; the A/A floor is the larger of the {CONTROL} → {AA} difference and "
              f"each side's split-halves difference.", ""]
     lines += _host_lines(records)
+    if any(k[0] for k in study.timing):
+        lines += ["", f"![average aging pass against inner vCPUs, per variant, 95% CI bars]({FIGURE})"]
     for q in [q for q in QUESTIONS if any(k[0] == q for k in study.keys())]:
         lines += ["", f"### {q}: {QUESTIONS[q]}", ""]
         lines += _table(study, q)
@@ -314,6 +316,15 @@ def aging_section(records: list[CellRecord]) -> str | None:
               "- A KVM-capable arm64 runner would run the same matrix (`--matrix aging-study`) with accel kvm and "
               "larger inner vCPU counts (e.g. 8, 16, 32 on a machine shape with that many vCPUs)."]
     return "\n".join(lines) + "\n"
+
+
+FIGURE = "aging-pass-time.png"
+
+
+def aging_figure(records: list[CellRecord]) -> tuple[str, bytes] | None:
+    """(file name, PNG) of the study's plot, for the report writer."""
+    png = aging_plot_png(records)
+    return (FIGURE, png) if png else None
 
 
 def aging_plot_png(records: list[CellRecord]) -> bytes | None:

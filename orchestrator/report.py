@@ -14,6 +14,9 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+import markdown as markdown_lib
+
+from .aging_report import aging_figure, aging_section
 from .compare import Group, Headline, Row, default_pairs, run_headline
 from .matrix import Matrix
 from .race_report import race_section
@@ -22,12 +25,10 @@ from .stats import MIN_REPEATS
 
 # Sections other modules contribute: records -> markdown, or None when they
 # have nothing to say about this run.  Adding one is one line here.
-EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [race_section]
-try:  # the aging section arrives with orchestrator/aging_report.py
-    from .aging_report import aging_section
-    EXTRA_SECTIONS.append(aging_section)
-except ImportError:
-    pass
+EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [race_section, aging_section]
+# Figures those sections refer to: records -> (file name, PNG bytes) or None.
+# Each is written next to summary.md and embedded in report.html.
+EXTRA_FIGURES: list[Callable[[list[CellRecord]], tuple[str, bytes] | None]] = [aging_figure]
 
 STATUS_ORDER = (FAILED, ERROR, NOT_RUN, PASSED)
 NOT_MEASURED = "not measured"
@@ -362,7 +363,8 @@ def render_html(h: Headline, records: list[CellRecord]) -> str:
               fmt(r.metrics["boot.ready_s"]) if "boot.ready_s" in r.metrics else "–", e(_first_problem(r))] for r in records]
     excerpts = "".join(f"<details><summary><code>{e(r.key)}</code> {e(s.name)}</summary><pre>{e(s.excerpt[-3000:])}</pre></details>"
                        for r, s in h.failures if s.excerpt)
-    extra = "".join(f"<section><pre>{e(s)}</pre></section>" for s in _extra_sections(records))
+    figures = {name: png for f in EXTRA_FIGURES if (fig := f(records)) for name, png in [fig]}
+    extra = "".join(f"<section>{_section_html(s, figures)}</section>" for s in _extra_sections(records))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(h.title.strip('`'))}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}figure{{display:block;margin:.4em 0}}
 table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}
@@ -393,8 +395,20 @@ def _headline(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> Hea
     return run_headline(matrix.name, records, matrix.compare or default_pairs(order), order)
 
 
+def _section_html(text: str, figures: dict[str, bytes]) -> str:
+    """A markdown section as HTML (tables included); its figures inline as data URIs."""
+    body = markdown_lib.markdown(text, extensions=["tables"])
+    for name, png in figures.items():
+        body = body.replace(f'src="{name}"', f'src="data:image/png;base64,{base64.b64encode(png).decode()}"')
+    return body
+
+
 def write_headline_reports(h: Headline, recs: list[tuple[CellRecord, Path | None]], out: Path) -> None:
     records = [r for r, _ in recs]
+    for f in EXTRA_FIGURES:
+        if fig := f(records):
+            (out / (fig[0] + ".tmp")).write_bytes(fig[1])
+            (out / (fig[0] + ".tmp")).replace(out / fig[0])
     for name, text in (("summary.md", render_markdown(h, records)), ("report.html", render_html(h, records))):
         tmp = out / (name + ".tmp")
         tmp.write_text(text)
