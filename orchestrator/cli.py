@@ -197,14 +197,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import two_run_headline
+    from .crash_matching import crash_lines
     from .report import headline_terminal, render_markdown
     from .results import load_run
     a, b = load_run(args.a), load_run(args.b)
     h = two_run_headline(a, b, args.by)
     records = [r for r, _ in a.records + b.records]
-    print(render_markdown(h, records) if args.full else headline_terminal(h))
+    crashes = crash_lines([r for r, _ in a.records], [r for r, _ in b.records], str(args.a), str(args.b))
+    crash_text = ("\n## Kernel reports (matched by fingerprint)\n\n" + "\n".join(crashes) + "\n") if crashes else ""
+    print((render_markdown(h, records) if args.full else headline_terminal(h)) + crash_text)
     if args.markdown:
-        args.markdown.write_text(render_markdown(h, records))
+        args.markdown.write_text(render_markdown(h, records) + crash_text)
     return EXIT_OK
 
 

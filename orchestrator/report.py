@@ -17,6 +17,7 @@ from pathlib import Path
 import markdown as markdown_lib
 
 from .aging_report import aging_figure, aging_section
+from .crash_matching import crash_section
 from .compare import Group, Headline, Row, default_pairs, run_headline
 from .matrix import Matrix
 from .race_report import race_section
@@ -25,7 +26,7 @@ from .stats import MIN_REPEATS
 
 # Sections other modules contribute: records -> markdown, or None when they
 # have nothing to say about this run.  Adding one is one line here.
-EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [race_section, aging_section]
+EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [crash_section, race_section, aging_section]
 # Figures those sections refer to: records -> (file name, PNG bytes) or None.
 # Each is written next to summary.md and embedded in report.html.
 EXTRA_FIGURES: list[Callable[[list[CellRecord]], tuple[str, bytes] | None]] = [aging_figure]

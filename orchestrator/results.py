@@ -37,6 +37,9 @@ class CellRecord:
     steps: list[Step] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     complete: bool = False
+    # Kernel reports seen in the cell: {title, kind, fingerprint, corrupted}; the
+    # fingerprint is what `compare`/`merge` match to say "the same crash".
+    crashes: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     @property

@@ -23,6 +23,7 @@ from .build import locked
 from .console import BootFailure, ConsoleError, GuestCrashed
 from .errors import BuildFailed, UserError
 from .evidence import run_workload
+from .crash_matching import crash_record
 from .guest import start_guest
 from .guestshell import ConnectionLost, GuestShell
 from .ssh import SshError
@@ -232,6 +233,7 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
                                timed=is_timed(cell.config_set))
             rec.metrics.update(host_load("after"))
             rec.metrics.update(run.metrics)
+            rec.crashes = [crash_record(c) for c in run.crashes]
             write_json_atomic(cell_dir / "metrics.json", rec.metrics)
             if run.ssh_lost:
                 rec.add(Step("ssh", ERROR, time.monotonic() - t2,
