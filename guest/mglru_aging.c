@@ -13,7 +13,11 @@
  * mappings of the VM's memory (kvm_age_gfn) concurrently with the vCPUs.
  *
  * The aging thread keeps going until every vCPU is done and at least P passes
- * have completed.  With -l L the memcg is also capped at L% of its usage
+ * have completed.  With -d D the vCPUs sweep for D seconds instead of a fixed
+ * number of passes (the wall time is then fixed and vCPU throughput is the
+ * figure): needed where a vCPU pass costs a thousand times more once aging
+ * has cleared the stage-2 access flag (software-managed AF), so that a fixed
+ * pass count would measure either the fast or the faulting regime by chance.  With -l L the memcg is also capped at L% of its usage
  * after populating (memory.max; swap needed: run through workloads/with-swap.sh),
  * so reclaim evicts VM pages (invalidations under the write side of mmu_lock)
  * concurrently with the aging passes and the vCPUs' faults.  Results are ORCH-METRIC lines (see orch_vm.h): vCPU wall
@@ -44,6 +48,7 @@ static const char *cgroup_path;
 static uint64_t min_passes = 1;
 static unsigned int sleep_ms;
 static int limit_pct;
+static unsigned int duration_s;
 static struct aging_stats aging;
 
 /*
@@ -155,7 +160,8 @@ static void help(const char *name)
 	       " -w: percentage of writes in a pass (default 100)\n"
 	       " -p: run at least this many aging passes (default 1)\n"
 	       " -s: sleep between aging passes in ms (default 0)\n"
-	       " -l: memory.max as a percentage of memory.current after populating; 0: no limit (default 0)\n", name);
+	       " -l: memory.max as a percentage of memory.current after populating; 0: no limit (default 0)\n"
+	       " -d: sweep for this many seconds instead of -i passes; 0: use -i (default 0)\n", name);
 	guest_modes_help();
 	exit(0);
 }
@@ -173,7 +179,7 @@ int main(int argc, char *argv[])
 	double t_go, t_done;
 
 	guest_modes_append_default();
-	while ((opt = getopt(argc, argv, "hm:v:b:i:w:p:s:l:")) != -1) {
+	while ((opt = getopt(argc, argv, "hm:v:b:i:w:p:s:l:d:")) != -1) {
 		switch (opt) {
 		case 'm':
 			mode_arg = atoi_non_negative("Guest mode ID", optarg);
@@ -199,6 +205,9 @@ int main(int argc, char *argv[])
 		case 'l':
 			limit_pct = atoi_non_negative("Limit percentage", optarg);
 			break;
+		case 'd':
+			duration_s = atoi_non_negative("Seconds of sweeping", optarg);
+			break;
 		default:
 			help(argv[0]);
 		}
@@ -214,7 +223,7 @@ int main(int argc, char *argv[])
 	TEST_ASSERT(!read_target(&t), "memcg %s not found in %s", cgroup_path, LRU_GEN_FILE);
 	pr_info("memcg %s: id %d, %d node(s), max_seq %lu\n", cgroup_path, t.memcg_id, t.nr_nodes, t.max_seq[0]);
 
-	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, passes);
+	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, duration_s ? 0 : passes);
 	if (!read_target(&t))
 		aging.first_seq = t.max_seq[0];
 	orch_memcg_stats(cgroup_path, before);
@@ -223,6 +232,10 @@ int main(int argc, char *argv[])
 	pthread_create(&thread, NULL, aging_main, NULL);
 	t_go = orch_now();
 	orch_vcpus_go();
+	if (duration_s) {
+		sleep(duration_s);
+		orch_vcpus_stop();	/* each vCPU finishes its current pass */
+	}
 	pthread_join(thread, NULL);
 	t_done = orch_now();
 	/* Memcg events of the measured phase only, before the limit goes. */
