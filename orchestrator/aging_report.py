@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .machine import shape_by_name
+from .numfmt import fmt
 from .results import CellRecord
 from .stats import METHOD, Comparison, aa_noise_pct, compare, median, median_ci
 from .timing import LOADED_PER_CORE, is_timed, loaded
@@ -121,15 +122,8 @@ def _values(recs: list[CellRecord], key: str) -> list[float]:
 
 
 def _fmt(v: float, unit: str = "") -> str:
-    if unit == "us":
-        return f"{v / 1000:.3g} ms"
-    if abs(v) >= 1e6:
-        s = f"{v / 1e6:.3g} M"
-    elif abs(v) >= 1e4:
-        s = f"{v / 1e3:.3g} K"
-    else:
-        s = f"{v:.3g}"
-    return s + (f" {unit}" if unit and unit != "us" else "")
+    """Wait times (us in lock_stat) read better in ms."""
+    return fmt(v / 1000, "ms", 3) if unit == "us" else fmt(v, unit, 3)
 
 
 def _median_cell(values: list[float], unit: str) -> str:

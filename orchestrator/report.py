@@ -20,6 +20,7 @@ from .aging_report import aging_figure, aging_section
 from .crash_matching import crash_section
 from .compare import Group, Headline, Row, default_pairs, run_headline
 from .matrix import Matrix
+from .numfmt import fmt
 from .race_report import race_section
 from .results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord
 from .stats import MIN_REPEATS
@@ -34,16 +35,6 @@ EXTRA_FIGURES: list[Callable[[list[CellRecord]], tuple[str, bytes] | None]] = [a
 STATUS_ORDER = (FAILED, ERROR, NOT_RUN, PASSED)
 NOT_MEASURED = "not measured"
 MAX_LISTED = 20  # cells listed by name in the verdict; the Cells table has them all
-
-
-def fmt(v: float, unit: str = "") -> str:
-    if abs(v) >= 1e6:
-        text = f"{v / 1e6:.3g} M"
-    elif abs(v) >= 1e4:
-        text = f"{v / 1e3:.4g} K"
-    else:
-        text = f"{v:.4g}"
-    return f"{text} {unit}".rstrip() if unit else text
 
 
 def _counts_text(counts: dict[str, int]) -> str:
