@@ -239,6 +239,40 @@ def _conclusion(study: Study, q: str) -> list[str]:
     return out
 
 
+def _summary(study: Study, q: str) -> str:
+    """One plain sentence per question: what was called, and what lock_stat says about why."""
+    keys = [k for k in study.keys() if k[0] == q]
+    called = []
+    for k in keys:
+        for m in _metrics_for(q, TIMING_METRICS):
+            c = _compare(study, k, m, CONTROL, TREATED)
+            if c is not None and c.called:
+                called.append(f"{m.label} {c.change_pct:+.1f}% at {k[1]} vCPU(s) (CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%, "
+                              f"p={c.p_value:.3f})")
+    judged = [k for k in keys if all((c := _compare(study, k, m, CONTROL, TREATED)) is None or c.a.n >= 5 and c.b.n >= 5
+                                     for m in _metrics_for(q, TIMING_METRICS))]
+    cont = [median(v) for k in keys
+            if (v := [r.metrics.get("lock.mmu_lock.write.contentions", 0) + r.metrics.get("lock.mmu_lock.read.contentions", 0)
+                      for r in study.evidence.get(k, {}).get(CONTROL, []) if "lock.mmu_lock.write.contentions" in r.metrics])]
+    treated = [median(v) for k in keys
+               if (v := [r.metrics.get("lock.mmu_lock.write.contentions", 0) + r.metrics.get("lock.mmu_lock.read.contentions", 0)
+                         for r in study.evidence.get(k, {}).get(TREATED, []) if "lock.mmu_lock.write.contentions" in r.metrics])]
+    if not judged:
+        head = "Not judged yet: fewer than 5 repeats per side."
+    elif called:
+        head = f"{TREATED} against {CONTROL}: " + "; ".join(called) + "; every other figure within noise."
+    else:
+        head = f"No change called between {CONTROL} and {TREATED} at any inner vCPU count: every figure within noise."
+    if cont and max(cont) == 0:
+        why = f" lock_stat: mmu_lock was never contended on {CONTROL} here, so the read lock has nothing to relieve."
+    elif cont:
+        why = (f" lock_stat: {CONTROL} contended mmu_lock {_fmt(min(cont))}–{_fmt(max(cont))} times per run "
+               f"(read + write), {TREATED} {_fmt(min(treated)) if treated else '–'}–{_fmt(max(treated)) if treated else '–'}.")
+    else:
+        why = ""
+    return head + why
+
+
 def _aa_lines(study: Study) -> list[str]:
     out = []
     for k in study.keys():
@@ -289,7 +323,7 @@ def aging_section(records: list[CellRecord]) -> str | None:
     if any(k[0] for k in study.timing):
         lines += ["", f"![average aging pass against inner vCPUs, per variant, 95% CI bars]({FIGURE})"]
     for q in [q for q in QUESTIONS if any(k[0] == q for k in study.keys())]:
-        lines += ["", f"### {q}: {QUESTIONS[q]}", ""]
+        lines += ["", f"### {q}: {QUESTIONS[q]}", "", f"**{_summary(study, q)}**", ""]
         lines += _table(study, q)
         comps = []
         for k in [k for k in study.keys() if k[0] == q]:
