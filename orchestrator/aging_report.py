@@ -139,18 +139,20 @@ def _compare(study: Study, key: tuple[str, int], m: Metric, a: str, b: str) -> C
     va, vb = _values(groups.get(a, []), m.key), _values(groups.get(b, []), m.key)
     if not va or not vb:
         return None
-    return compare(m.key, va, vb, noise_pct=_floor(study, key, m))
+    # The A/A pair is judged against the split-halves floor only: its own
+    # difference as its floor could never be called.
+    return compare(m.key, va, vb, noise_pct=_floor(study, key, m, with_aa=AA not in (a, b)))
 
 
-def _floor(study: Study, key: tuple[str, int], m: Metric) -> float | None:
+def _floor(study: Study, key: tuple[str, int], m: Metric, with_aa: bool = True) -> float | None:
     """A/A noise floor for a metric in one group: the explicit A/A pair's
     |change| where the matrix ran one, and each side's split-halves noise."""
     groups = study.timing.get(key, {})
     floors = []
     base, aa = _values(groups.get(CONTROL, []), m.key), _values(groups.get(AA, []), m.key)
-    if base and aa and median(base):
+    if with_aa and base and aa and median(base):
         floors.append(abs(median(aa) - median(base)) / abs(median(base)) * 100)
-    for v in (CONTROL, TREATED):
+    for v in (CONTROL, TREATED, AA) if not with_aa else (CONTROL, TREATED):
         if (n := aa_noise_pct(_values(groups.get(v, []), m.key))) is not None:
             floors.append(n)
     return max(floors) if floors else None
@@ -282,7 +284,9 @@ def _aa_lines(study: Study) -> list[str]:
         for m in _metrics_for(k[0], TIMING_METRICS)[:4]:
             c = _compare(study, k, m, CONTROL, AA)
             if c is not None:
-                verdicts.append(f"{m.label} {c.change_pct:+.1f}% (p={c.p_value:.2f}): {c.verdict}"
+                ci = f"CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%, " if c.ci_pct else ""
+                floor = f", floor ±{c.noise_pct:.1f}%" if c.noise_pct is not None else ""
+                verdicts.append(f"{m.label} {c.change_pct:+.1f}% ({ci}p={c.p_value:.3f}{floor}): {c.verdict}"
                                 if c.p_value is not None and c.change_pct is not None else f"{m.label}: {c.verdict}")
         bad = [v for v in verdicts if v.endswith(("up", "down"))]
         mark = "**FAILED: a change was called between identical kernels**" if bad else "within noise, as it must be"
