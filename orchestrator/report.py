@@ -259,8 +259,10 @@ def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> str:
 
 
 def render_markdown(h: Headline, records: list[CellRecord]) -> str:
-    parts = [f"# {h.title}: {len(records)} cell(s)", "", headline_markdown(h), comparison_markdown(h), cells_markdown(records)]
+    # The sections a matrix exists for (race evidence, the aging study) follow the verdict directly.
+    parts = [f"# {h.title}: {len(records)} cell(s)", "", headline_markdown(h)]
     parts += [s.rstrip() + "\n" for s in _extra_sections(records)]
+    parts += [comparison_markdown(h), cells_markdown(records)]
     return "\n".join(parts)
 
 
@@ -365,6 +367,7 @@ th{{background:#eee}}table.headline td:first-child{{font-weight:bold}}.ok{{color
 pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}details{{margin:.3em 0}}</style></head><body>
 <h1>{_inline_html(h.title)}: {len(records)} cell(s)</h1>
 {headline_html(h)}
+{extra}
 <h2>Plots</h2><p>Median of each side with a bar from its minimum to its maximum (n repeats); panels whose values are all 0 are left out.</p>
 <div>{imgs or "<p>(no plots: nothing measured on both sides, or matplotlib missing)</p>"}</div>
 <h2>Comparison</h2><p>{e(method_text())}</p>
@@ -372,7 +375,6 @@ pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}details{{ma
 <h2>Cells</h2>
 {_table(["cell", "status", "workload s", "boot s", "first problem"], cells)}
 {"<h2>Failure excerpts</h2>" + excerpts if excerpts else ""}
-{extra}
 </body></html>"""
 
 

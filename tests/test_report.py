@@ -71,7 +71,8 @@ def test_headline_comes_first_and_unchanged_rows_are_collapsed():
     recs = race_records()
     h = run_headline("race", recs, [("baseline", "v4")], VARIANTS)
     md = render_markdown(h, recs)
-    assert md.index("## Verdict") < md.index("## Comparison") < md.index("## Cells") < md.index("## Lost races")
+    # the section the matrix exists for follows the verdict, then the full tables
+    assert md.index("## Verdict") < md.index("## Lost races") < md.index("## Comparison") < md.index("## Cells")
     # kvm_test_age_gfn never fires (0 -> 0): it is in the collapsed block, not the main table.
     comparison = md[md.index("## Comparison"):md.index("## Cells")]
     details = comparison[comparison.index("<details>"):comparison.index("</details>")]
