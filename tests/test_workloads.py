@@ -101,7 +101,7 @@ def test_dispatch_by_output_format():
 @pytest.mark.parametrize("name, expected", [
     # with-swap.sh sets up zram of the first argument (0: none) and runs the program (f5cf270).
     ("mglru-aging", ["/opt/orch/workloads/with-swap.sh", "0", "mglru_aging", "-m", "6", "-v", "1", "-b", "32M",
-                     "-i", "200", "-p", "2", "-l", "0"]),
+                     "-i", "200", "-p", "2", "-l", "0", "-d", "0"]),
     ("memcg-reclaim", ["/opt/orch/workloads/memcg-reclaim.sh", "512M", "-m", "6", "-v", "1", "-b", "16M",
                        "-d", "10", "-l", "75", "-r", "4M", "-I", "500"]),
     ("page-idle", ["/opt/orch/selftests/access_tracking_perf_test", "-m", "6", "-v", "1", "-b", "64M"]),
