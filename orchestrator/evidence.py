@@ -171,12 +171,17 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
         for name in EVIDENCE_FILES:
             if timed and name in PROBE_FILES:
                 continue
-            try:
-                shell.fetch(f"{GUEST_EVIDENCE}/{name}", outdir / name)
-            except GuestCrashed:
-                raise
-            except Exception:  # noqa: BLE001 - a missing file is reported, not fatal
-                missing.append(name)
+            for attempt in (1, 2):  # once more: an SFTP transfer on a loaded host can fail once
+                try:
+                    shell.fetch(f"{GUEST_EVIDENCE}/{name}", outdir / name)
+                    break
+                except GuestCrashed:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a missing file is reported, not fatal
+                    if attempt == 2:
+                        missing.append(name)
+                        with (outdir / "fetch.errors").open("a") as log:
+                            log.write(f"{name}: {type(exc).__name__}: {exc}\n")
     output = (outdir / "workload.out").read_text(errors="replace") if (outdir / "workload.out").exists() else ""
     dmesg = (outdir / "dmesg").read_text(errors="replace") if (outdir / "dmesg").exists() else ""
 

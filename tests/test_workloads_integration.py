@@ -19,7 +19,7 @@ CASES = [
      ["mglru.aging_passes", "mglru.aging_total_s", "mglru.aging_avg_s", "mglru.aging_generations",
       "mglru.vcpu_passes", "mglru.vcpu_wall_s", "mglru.vcpu_pages_per_s"]),
     # Q3 of the aging study: aging while the memcg is capped below the VM (zram from with-swap.sh)
-    ("mglru-aging", {"vcpus": 1, "bytes": "16M", "iterations": 60, "limit_pct": 50, "zram": "256M"},
+    ("mglru-aging", {"vcpus": 1, "bytes": "16M", "iterations": 8, "limit_pct": 75, "zram": "256M"},
      ["mglru.aging_passes", "mglru.memcg_pgsteal", "mglru.reclaim_pages_per_s", "mglru.limit_bytes",
       "kprobe.unmap_gfn_range.hits"]),
     ("memcg-reclaim", {"vcpus": 1, "bytes": "8M", "seconds": 4},
