@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .machine import shape_by_name
 from .numfmt import fmt
 from .results import CellRecord
-from .stats import METHOD, Comparison, aa_noise_pct, compare, median, median_ci
+from .stats import METHOD, MIN_REPEATS, Comparison, aa_noise_pct, compare, median, median_ci
 from .timing import LOADED_PER_CORE, is_timed, loaded
 
 WORKLOAD = "mglru-aging"
@@ -244,15 +244,12 @@ def _conclusion(study: Study, q: str) -> list[str]:
 def _summary(study: Study, q: str) -> str:
     """One plain sentence per question: what was called, and what lock_stat says about why."""
     keys = [k for k in study.keys() if k[0] == q]
-    called = []
+    called, judged = [], False
     for k in keys:
-        for m in _metrics_for(q, TIMING_METRICS):
-            c = _compare(study, k, m, CONTROL, TREATED)
-            if c is not None and c.called:
-                called.append(f"{m.label} {c.change_pct:+.1f}% at {k[1]} vCPU(s) (CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%, "
-                              f"p={c.p_value:.3f})")
-    judged = [k for k in keys if all((c := _compare(study, k, m, CONTROL, TREATED)) is None or c.a.n >= 5 and c.b.n >= 5
-                                     for m in _metrics_for(q, TIMING_METRICS))]
+        comps = [(m, c) for m in _metrics_for(q, TIMING_METRICS) if (c := _compare(study, k, m, CONTROL, TREATED))]
+        judged = judged or bool(comps) and all(c.a.n >= MIN_REPEATS and c.b.n >= MIN_REPEATS for _, c in comps)
+        called += [f"{m.label} {c.change_pct:+.1f}% at {k[1]} vCPU(s) (CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%, "
+                   f"p={c.p_value:.3f})" for m, c in comps if c.called]
     cont = [median(v) for k in keys
             if (v := [r.metrics.get("lock.mmu_lock.write.contentions", 0) + r.metrics.get("lock.mmu_lock.read.contentions", 0)
                       for r in study.evidence.get(k, {}).get(CONTROL, []) if "lock.mmu_lock.write.contentions" in r.metrics])]

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import proc
-from .build import locked
 from .console import BootFailure, ConsoleError, GuestCrashed
 from .errors import BuildFailed, UserError
 from .evidence import run_workload
