@@ -35,12 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import proc  # noqa: E402
-from orchestrator.console import GuestConsole  # noqa: E402
-from orchestrator.guest import start_guest  # noqa: E402
-from orchestrator.guest_image import build_image  # noqa: E402
-from orchestrator.machine import MachineShape, render_qemu_argv, shape_by_name  # noqa: E402
-from orchestrator.nested_kvm import PROBE_GUEST_PATH, build_kvm_probe, check_nested_kvm  # noqa: E402
+from orchestrator import proc# noqa: E402
+from orchestrator.vm.console import GuestConsole  # noqa: E402
+from orchestrator.vm.session import start_guest  # noqa: E402
+from orchestrator.vm.image import build_image  # noqa: E402
+from orchestrator.vm.machine import MachineShape, render_qemu_argv, shape_by_name  # noqa: E402
+from orchestrator.vm.nested_kvm import PROBE_GUEST_PATH, build_kvm_probe, check_nested_kvm  # noqa: E402
 
 READY = b"ORCH-READY uptime="
 
@@ -123,7 +123,7 @@ def bench_cpus(shape: MachineShape, kernel: Path, initrd: Path, cpus: list[str],
 
 def bench_boot_step(shape: MachineShape, runs: int, tmp: Path) -> dict:
     from orchestrator.paths import PATCHES_DIR
-    from orchestrator.pipeline import BuildRequest, build_variant
+    from orchestrator.kernel.variant_build import BuildRequest, build_variant
     vb = build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline"))
     extra = vb.guest_files()
     step, ready, rebuilt = [], [], []
@@ -170,7 +170,7 @@ def main() -> int:
         return 0
     if args.kernel is None:
         from orchestrator.paths import PATCHES_DIR
-        from orchestrator.pipeline import BuildRequest, build_variant
+        from orchestrator.kernel.variant_build import BuildRequest, build_variant
         args.kernel = build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline", selftests=False)).kernel.image
 
     # No network for boot timing: that is what the overhead and CPU numbers are about.

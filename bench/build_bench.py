@@ -46,7 +46,7 @@ def main() -> None:
     results: dict[str, float] = {}
     sys.path.insert(0, str(ROOT))
     os.environ["XDG_CACHE_HOME"] = env["XDG_CACHE_HOME"]
-    from orchestrator.source import SourceSpec, git, prepare
+    from orchestrator.kernel.source import SourceSpec, git, prepare
     # Unpacking the tarball into the cache happens once per machine: not timed.
     src = prepare(SourceSpec.parse(None))
     results["ours_cold_baseline_s"] = timed(orch + ["--variant", "baseline"], env)

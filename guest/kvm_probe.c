@@ -7,7 +7,7 @@
  * KVM_CREATE_VCPU, KVM_ARM_VCPU_INIT, and KVM_RUN of four instructions that
  * store 0x2a to an address outside the memslot: the vCPU must leave with
  * KVM_EXIT_MMIO at that address, which proves guest code really ran at EL1
- * under the nested hypervisor.  Parsed by orchestrator/nested_kvm.py.
+ * under the nested hypervisor.  Parsed by orchestrator/vm/nested_kvm.py.
  *
  * Built with: aarch64-linux-gnu-gcc -static -O2 -o kvm_probe kvm_probe.c
  */

@@ -6,7 +6,7 @@
  * the calling process.
  *
  * Output contract: `ORCH-METRIC <name> <value>` lines on stdout, one per
- * metric (orchestrator/workloads.py, parser "metric-lines").
+ * metric (orchestrator/workload/definitions.py, parser "metric-lines").
  */
 #ifndef ORCH_VM_H
 #define ORCH_VM_H

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import BuildFailed, UserError
+from orchestrator.errors import BuildFailed, UserError
 
 EXIT_OK, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
 
@@ -28,7 +28,7 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import hostdeps
+    from orchestrator import hostdeps
     checks = hostdeps.doctor()
     cmds = hostdeps.install_commands(checks)
     if cmds:
@@ -40,13 +40,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_install_deps(args: argparse.Namespace) -> int:
-    from . import hostdeps
+    from orchestrator import hostdeps
     return hostdeps.install()
 
 
 def _build(req):
     """build_variant, or the exit status after reporting why the variant did not build."""
-    from .pipeline import SeriesDidNotApply, build_variant
+    from orchestrator.kernel.variant_build import SeriesDidNotApply, build_variant
     try:
         return build_variant(req)
     except SeriesDidNotApply as exc:
@@ -58,7 +58,7 @@ def _build(req):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .pipeline import BuildRequest
+    from orchestrator.kernel.variant_build import BuildRequest
     req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set,
                        jobs=args.jobs, per_patch=args.per_patch, selftests=not args.no_selftests)
     vb = _build(req)
@@ -90,10 +90,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """Apply a series to a scratch commit of the source and print the per-patch report."""
-    from .apply import apply_series
-    from .build import locked
-    from .series import load_series
-    from .source import SourceSpec, prepare
+    from orchestrator.kernel.apply import apply_series
+    from orchestrator.kernel.build import locked
+    from orchestrator.kernel.series import load_series
+    from orchestrator.kernel.source import SourceSpec, prepare
     series = load_series(args.series)  # bad input is refused before the source is unpacked
     source = prepare(SourceSpec.parse(args.source))
     if source.in_place:
@@ -115,8 +115,8 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_run_matrix(args: argparse.Namespace) -> int:
-    from .matrix import load_matrix, shard
-    from .runner import RunOptions, default_jobs, run_cells
+    from orchestrator.matrix.spec import load_matrix, shard
+    from orchestrator.matrix.runner import RunOptions, default_jobs, run_cells
     matrix = load_matrix(args.matrix)
     cells = matrix.cells
     if sh := _parse_shard(args.shard):
@@ -135,11 +135,11 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
                 print(c.key)
         return EXIT_OK
     if args.results is None:
-        from .paths import safe_name
+        from orchestrator.paths import safe_name
         # The name comes from the matrix file and becomes a directory: no "../x", no "/x".
         safe_name(matrix.name, what=f"matrix name in {matrix.path} (it names the results directory results/NAME)")
     results = args.results or Path("results") / matrix.name
-    from .kcidb import KcidbOptions
+    from orchestrator.reports.kcidb import KcidbOptions
     KcidbOptions.parse(args.kcidb_origin)  # a bad origin is an error before anything is built
     opts = RunOptions(results_dir=results.resolve(), matrix_arg=args.matrix or "default", resume=args.resume,
                       jobs=args.jobs or default_jobs(), kcidb_origin=args.kcidb_origin)
@@ -148,10 +148,10 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
 
 def _rerender(name: str, compare: list, variants: list[str], records: list, out: Path) -> int:
     """junit.xml, summary.md, report.html from cell records; the headline on stdout; the run's exit status."""
-    from .compare import default_pairs, run_headline
-    from .junit import write_junit
-    from .report import headline_terminal, write_headline_reports
-    from .results import exit_status
+    from orchestrator.reports.compare import default_pairs, run_headline
+    from orchestrator.reports.junit import write_junit
+    from orchestrator.reports.summary import headline_terminal, write_headline_reports
+    from orchestrator.reports.results import exit_status
     out.mkdir(parents=True, exist_ok=True)
     h = run_headline(name, [r for r, _ in records], compare or default_pairs(variants), variants)
     write_junit(records, out / "junit.xml")
@@ -161,7 +161,7 @@ def _rerender(name: str, compare: list, variants: list[str], records: list, out:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .results import load_run
+    from orchestrator.reports.results import load_run
     records, variants = [], []
     name, compare = "merged", []
     for d in args.dirs:
@@ -180,14 +180,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
         merged.append((rec, cell_dir))
     records = merged
     status = _rerender(name, compare, variants, records, args.out)
-    from .kcidb import merge_kcidb
+    from orchestrator.reports.kcidb import merge_kcidb
     merge_kcidb(args.dirs, args.out)  # the shards' kcidb.json, objects united by id
     print(f"merged {len(records)} cell(s) from {len(args.dirs)} dir(s) into {args.out}", file=sys.stderr)
     return status
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .results import load_run
+    from orchestrator.reports.results import load_run
     run = load_run(args.results)
     out = args.out or args.results
     status = _rerender(run.name, run.compare, run.variants, run.records, out)
@@ -196,10 +196,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import two_run_headline
-    from .crash_matching import crash_lines
-    from .report import headline_terminal, render_markdown
-    from .results import load_run
+    from orchestrator.reports.compare import two_run_headline
+    from orchestrator.reports.crashes import crash_lines
+    from orchestrator.reports.summary import headline_terminal, render_markdown
+    from orchestrator.reports.results import load_run
     a, b = load_run(args.a), load_run(args.b)
     h = two_run_headline(a, b, args.by)
     records = [r for r, _ in a.records + b.records]
@@ -212,11 +212,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from .guest import start_guest
-    from .guestshell import GuestShell
-    from .machine import shape_by_name
-    from .nested_kvm import check_nested_kvm
-    from .pipeline import BuildRequest
+    from orchestrator.vm.session import start_guest
+    from orchestrator.vm.shell import GuestShell
+    from orchestrator.vm.machine import shape_by_name
+    from orchestrator.vm.nested_kvm import check_nested_kvm
+    from orchestrator.kernel.variant_build import BuildRequest
     req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set, jobs=args.jobs)
     vb = _build(req)
     if isinstance(vb, int):

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UserError
+from orchestrator.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KERNEL_CONFIGS_DIR = PROJECT_ROOT / "kernel_configs"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError
+from orchestrator.errors import UserError
 
 _live: dict[int, subprocess.Popen] = {}
 _live_lock = threading.Lock()

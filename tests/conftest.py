@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.source import DEFAULT_TARBALL, PreparedSource, SourceSpec, prepare
+from orchestrator.kernel.source import DEFAULT_TARBALL, PreparedSource, SourceSpec, prepare
 
 REFERENCE_V4 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mglru-secondary-mmu-v4"
 
@@ -28,12 +28,12 @@ def v4_dir() -> Path:
 def baseline_build(kernel_source):
     """The project's baseline kernel + selftests, built by the pipeline (cached)."""
     from orchestrator.paths import PATCHES_DIR
-    from orchestrator.pipeline import BuildRequest, build_variant
+    from orchestrator.kernel.variant_build import BuildRequest, build_variant
     return build_variant(BuildRequest(series=PATCHES_DIR, variant="baseline"))
 
 
 @pytest.fixture(scope="session")
 def v4_fixed_build(baseline_build):
     from orchestrator.paths import PATCHES_DIR
-    from orchestrator.pipeline import BuildRequest, build_variant
+    from orchestrator.kernel.variant_build import BuildRequest, build_variant
     return build_variant(BuildRequest(series=PATCHES_DIR, variant="v4-fixed"))

@@ -59,9 +59,9 @@ def write_shape(machines: Path, name: str, token: str, **keys) -> str:
 def install(machines: Path, programs: dict[str, Path], monkeypatch=None) -> None:
     """Point the orchestrator at the test workloads, test shapes and programs (in
     this process; with a pytest monkeypatch, undone after the test)."""
-    import orchestrator.machine
-    import orchestrator.pipeline
-    import orchestrator.workloads
+    import orchestrator.vm.machine
+    import orchestrator.kernel.variant_build
+    import orchestrator.workload.definitions
 
     def setattr_(obj, name, value):
         if monkeypatch is not None:
@@ -69,14 +69,14 @@ def install(machines: Path, programs: dict[str, Path], monkeypatch=None) -> None
         else:
             setattr(obj, name, value)
 
-    real = orchestrator.pipeline.all_guest_programs
+    real = orchestrator.kernel.variant_build.all_guest_programs
 
     def with_faults(*args, **kwargs):
         return {**real(*args, **kwargs), **programs}
 
-    setattr_(orchestrator.workloads, "WORKLOADS_DIR", FIXTURES)
-    setattr_(orchestrator.machine, "MACHINES_DIR", machines)
-    setattr_(orchestrator.pipeline, "all_guest_programs", with_faults)
+    setattr_(orchestrator.workload.definitions, "WORKLOADS_DIR", FIXTURES)
+    setattr_(orchestrator.vm.machine, "MACHINES_DIR", machines)
+    setattr_(orchestrator.kernel.variant_build, "all_guest_programs", with_faults)
 
 
 def path_without(bindir: Path, *prefixes: str) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import aging_report as ar
-from orchestrator.results import CellRecord, Step
-from orchestrator.stats import MIN_REPEATS
+from orchestrator.reports import aging as ar
+from orchestrator.reports.results import CellRecord, Step
+from orchestrator.reports.stats import MIN_REPEATS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "aging-study" / "cells.json"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator import proc
-from orchestrator.apply import HunkFailure, apply_series, parse_apply_output, three_way_reason
-from orchestrator.series import Series, load_series, parse_diff
-from orchestrator.source import PreparedSource, git_env
+from orchestrator.kernel.apply import HunkFailure, apply_series, parse_apply_output, three_way_reason
+from orchestrator.kernel.series import Series, load_series, parse_diff
+from orchestrator.kernel.source import PreparedSource, git_env
 
 F = "mm/Kconfig"  # the file synthetic patches edit
 G = "init/Kconfig"

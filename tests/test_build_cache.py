@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.build import first_errors, parse_warnings, valid_cached
-from orchestrator.source import sha256_file
+from orchestrator.kernel.build import first_errors, parse_warnings, valid_cached
+from orchestrator.kernel.source import sha256_file
 
 
 def _fake_entry(tmp_path: Path) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.cli import main as cli_main
 from orchestrator.errors import BuildFailed
 from orchestrator.paths import PATCHES_DIR
-from orchestrator.pipeline import BuildRequest, build_variant
+from orchestrator.kernel.variant_build import BuildRequest, build_variant
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parent / "fixtures"

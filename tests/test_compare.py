@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.compare import two_run_headline
+from orchestrator.reports.compare import two_run_headline
 from orchestrator.errors import UserError
-from orchestrator.report import headline_markdown
-from orchestrator.results import CellRecord, load_run
+from orchestrator.reports.summary import headline_markdown
+from orchestrator.reports.results import CellRecord, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RACE = ROOT / "tests" / "fixtures" / "race" / "run"

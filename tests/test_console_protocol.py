@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
-from orchestrator.console import command_line, parse_command_output
+from orchestrator.vm.console import command_line, parse_command_output
 
 
 def _through_host_sh(cmd: str, nonce: str = "a1b2c3") -> str:

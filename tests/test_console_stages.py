@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.console import BootFailure, GuestConsole, GuestCrashed, scan_boot_log
+from orchestrator.vm.console import BootFailure, GuestConsole, GuestCrashed, scan_boot_log
 
 FIXTURES = Path(__file__).parent / "fixtures" / "console"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cpio
+from orchestrator.vm import cpio
 
 
 def _sample(tmp_path: Path) -> cpio.CpioArchive:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.crash_matching import crash_lines, crash_record
+from orchestrator.reports.crashes import crash_lines, crash_record
 from orchestrator.parsers.crashlog import find_crashes
-from orchestrator.results import CellRecord
+from orchestrator.reports.results import CellRecord
 
 CRASHES = Path(__file__).parent / "fixtures" / "crashes"
 
@@ -40,7 +40,7 @@ def test_no_reports_no_lines():
 
 
 def test_report_section_lists_each_crash_once_with_its_cells():
-    from orchestrator.crash_matching import crash_section
+    from orchestrator.reports.crashes import crash_section
     text = crash_section([cell("v4.r1", "WARNING.log"), cell("v4.r2", "WARNING.log")])
     assert text.count("WARNING") >= 1 and "2 cell(s): `v4.r1`, `v4.r2`" in text
     assert crash_section([cell("a")]) is None

@@ -32,7 +32,7 @@ def _result(stdout: str) -> dict:
 
 
 def test_two_builds_of_one_source_at_once(kernel_source, tmp_path) -> None:
-    from orchestrator.build import locked, valid_cached
+    from orchestrator.kernel.build import locked, valid_cached
 
     token = fs.new_token()
     lock = f"tree-{kernel_source.key}"
@@ -66,7 +66,7 @@ def test_two_builds_of_one_source_at_once(kernel_source, tmp_path) -> None:
 
 
 def test_build_killed_midway_leaves_no_valid_entry(kernel_source, tmp_path) -> None:
-    from orchestrator.build import locked, valid_cached
+    from orchestrator.kernel.build import locked, valid_cached
     from orchestrator.paths import cache_dir
 
     token = fs.new_token()

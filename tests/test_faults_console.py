@@ -17,7 +17,7 @@ import paramiko
 import pytest
 
 import faults_support as fs
-from orchestrator.console import MAX_LINE_CHARS, MAX_PENDING, GuestConsole
+from orchestrator.vm.console import MAX_LINE_CHARS, MAX_PENDING, GuestConsole
 
 FAKE_GUEST = r"""
 import os, re, sys
@@ -69,10 +69,10 @@ def test_garbage_in_command_output_is_bounded(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_real_guest_garbage_and_ssh_security(tmp_path: Path, baseline_build, monkeypatch) -> None:
-    from orchestrator.guest import start_guest
-    from orchestrator.machine import shape_by_name
-    from orchestrator.ssh import connect
-    from orchestrator.sshkeys import Ed25519Key
+    from orchestrator.vm.session import start_guest
+    from orchestrator.vm.machine import shape_by_name
+    from orchestrator.vm.ssh import connect
+    from orchestrator.vm.sshkeys import Ed25519Key
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)

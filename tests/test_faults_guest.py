@@ -22,8 +22,8 @@ import pytest
 from junitparser import Failure, JUnitXml
 
 import faults_support as fs
-from orchestrator.matrix import load_matrix
-from orchestrator.runner import RunOptions, run_cells
+from orchestrator.matrix.spec import load_matrix
+from orchestrator.matrix.runner import RunOptions, run_cells
 
 pytestmark = pytest.mark.integration
 
@@ -187,9 +187,9 @@ def test_guest_that_stops_answering_hits_the_host_side_limit(cell, monkeypatch) 
     """SIGSTOP to the cell's QEMU during the workload: the guest (its vCPUs and
     its network) stops answering, so only the host-side limit (guest limit +
     margin; a 5 s margin here instead of 120 s) can end the command."""
-    import orchestrator.evidence
+    import orchestrator.workload.evidence
 
-    monkeypatch.setattr(orchestrator.evidence, "HOST_MARGIN_S", 5)
+    monkeypatch.setattr(orchestrator.workload.evidence, "HOST_MARGIN_S", 5)
     stopped: list[int] = []
 
     def stop_qemu(out: Path, token: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import nested_kvm, toolchain
+from orchestrator.vm import nested_kvm; from orchestrator.kernel import toolchain
 
 
 def test_native_arm64_host_uses_plain_gcc(monkeypatch: pytest.MonkeyPatch) -> None:

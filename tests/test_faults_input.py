@@ -242,10 +242,10 @@ def test_run_matrix_unknown_config_set_is_refused_when_the_matrix_loads(tmp_path
 def test_run_matrix_option_dropped_by_olddefconfig(kernel_source, baseline_build, tmp_path, monkeypatch) -> None:
     """ZRAM without BLK_DEV: merge_config + olddefconfig drop it (real kconfig, a
     private object directory; no kernel is built)."""
-    import orchestrator.kconfig
-    from orchestrator.matrix import load_matrix
+    import orchestrator.kernel.kconfig
+    from orchestrator.matrix.spec import load_matrix
     from orchestrator.paths import KERNEL_CONFIGS_DIR
-    from orchestrator.runner import RunOptions, run_cells
+    from orchestrator.matrix.runner import RunOptions, run_cells
 
     configs = tmp_path / "kernel_configs"
     configs.mkdir()
@@ -253,7 +253,7 @@ def test_run_matrix_option_dropped_by_olddefconfig(kernel_source, baseline_build
         (configs / f.name).write_text(f.read_text())
     (configs / "zram-no-blk.config").write_text("CONFIG_ZRAM=y\n# CONFIG_BLK_DEV is not set\n")
     (configs / "sets.yaml").write_text("sets:\n  dropzram: [base, kvm, zram-no-blk]\n")
-    monkeypatch.setattr(orchestrator.kconfig, "KERNEL_CONFIGS_DIR", configs)
+    monkeypatch.setattr(orchestrator.kernel.kconfig, "KERNEL_CONFIGS_DIR", configs)
     monkeypatch.setenv("XDG_CACHE_HOME", str(fs.temp_cache(tmp_path / "xdg", fresh=("builds",))))
     m = load_matrix(matrix(tmp_path, None, ["baseline"], config_sets=("dropzram",)))
     rc = run_cells(m, m.cells, RunOptions(results_dir=tmp_path / "out", matrix_arg="m.yaml"))
@@ -289,7 +289,7 @@ def test_missing_toolchain_names_the_install_command(kernel_source, tmp_path) ->
 # -- injection and escapes ------------------------------------------------------------
 
 def test_workload_parameter_injection_is_rejected_before_anything_runs(tmp_path) -> None:
-    from orchestrator.workloads import load_workload
+    from orchestrator.workload.definitions import load_workload
 
     evil = "64M; touch /tmp/pwned"
     with pytest.raises(UserError, match=re.escape(f"parameter bytes={evil!r} does not match ^[0-9]+[KMG]?$")):
@@ -309,7 +309,7 @@ def test_parameters_reach_the_guest_as_single_quoted_words() -> None:
     """Even under a permissive pattern, a value is one argument of the guest command."""
     from dataclasses import replace
 
-    from orchestrator.workloads import ParamSpec, load_workload
+    from orchestrator.workload.definitions import ParamSpec, load_workload
 
     w = load_workload("page-idle")
     loose = replace(w, params={**w.params, "bytes": ParamSpec("bytes", "1M", ".*")})
@@ -321,7 +321,7 @@ def test_parameters_reach_the_guest_as_single_quoted_words() -> None:
 
 @pytest.mark.parametrize("axis", ["variants", "config_sets", "machines"])
 def test_matrix_names_cannot_climb_out(tmp_path, axis) -> None:
-    from orchestrator.matrix import load_matrix
+    from orchestrator.matrix.spec import load_matrix
 
     m = tmp_path / "m.yaml"
     m.write_text(f"{axis}: [../../etc]\nworkloads: [page-idle]\n")
@@ -344,7 +344,7 @@ def test_matrix_name_cannot_put_results_outside_results(tmp_path, name) -> None:
 
 def test_cache_and_workload_paths_cannot_escape() -> None:
     from orchestrator.paths import cache_dir
-    from orchestrator.workloads import load_workload
+    from orchestrator.workload.definitions import load_workload
 
     for bad in ("..", "../x", "a/b", "/etc", ".hidden"):
         with pytest.raises(UserError, match="invalid cache path component"):
@@ -354,7 +354,7 @@ def test_cache_and_workload_paths_cannot_escape() -> None:
 
 
 def test_ssh_forwarding_is_bound_to_localhost_in_every_shape() -> None:
-    from orchestrator.machine import HostInfo, available_shapes, render_qemu_argv, shape_by_name
+    from orchestrator.vm.machine import HostInfo, available_shapes, render_qemu_argv, shape_by_name
 
     hosts = [HostInfo("x86_64", False, False, (7, 2)), HostInfo("aarch64", True, True, (10, 1))]
     for name in available_shapes():
@@ -373,7 +373,7 @@ def test_ssh_forwarding_is_bound_to_localhost_in_every_shape() -> None:
 # -- pure parts of the new fault handling ----------------------------------------------------
 
 def test_classify_end() -> None:
-    from orchestrator.evidence import classify_end
+    from orchestrator.workload.evidence import classify_end
 
     memcg = ("[ 4.7] oom-kill:constraint=CONSTRAINT_MEMCG,task=fault,pid=83\n"
              "[ 4.7] Memory cgroup out of memory: Killed process 83 (fault) total-vm:33728kB\n")
@@ -393,7 +393,7 @@ def test_classify_end() -> None:
 
 
 def test_sshd_problem_from_the_boot_log() -> None:
-    from orchestrator.guest import sshd_problem
+    from orchestrator.vm.session import sshd_problem
 
     assert sshd_problem("ORCH-INIT\nORCH-SSH ok pid=63\nORCH-READY uptime=1.0\n") == ""
     assert sshd_problem("ORCH-INIT\nORCH-SSH failed\nORCH-READY uptime=1.0\n") == (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.matrix import load_matrix
+from orchestrator.matrix.spec import load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -141,8 +141,8 @@ def test_sigterm_keeps_results_writes_partial_junit_and_resume_runs_the_rest(tmp
 def test_resume_reruns_a_cell_that_ended_in_an_error(tmp_path, programs, monkeypatch) -> None:
     """QEMU not installed -> `boot` error; once it is back, --resume runs the cell
     again instead of keeping the error forever."""
-    from orchestrator.matrix import load_matrix
-    from orchestrator.runner import RunOptions, run_cells
+    from orchestrator.matrix.spec import load_matrix
+    from orchestrator.matrix.runner import RunOptions, run_cells
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)
@@ -237,8 +237,8 @@ def test_results_disk_full_is_one_message_and_leaves_nothing_behind(tmp_path, pr
 
 
 def test_cache_full_while_building_the_guest_image(tmp_path, programs, monkeypatch) -> None:
-    from orchestrator.matrix import load_matrix
-    from orchestrator.runner import RunOptions, run_cells
+    from orchestrator.matrix.spec import load_matrix
+    from orchestrator.matrix.runner import RunOptions, run_cells
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)
@@ -267,11 +267,11 @@ def test_cache_full_while_building_the_guest_image(tmp_path, programs, monkeypat
 def test_corrupt_selftests_entry_is_detected_and_rebuilt(baseline_build, tmp_path, monkeypatch) -> None:
     """A flipped byte in a cached selftest binary: the entry is invalid by its
     checksum, and the next build rebuilds it (in a private copy of the cache)."""
-    from orchestrator import selftests, toolchain
-    from orchestrator.build import locked
+    from orchestrator.kernel import selftests, toolchain
+    from orchestrator.kernel.build import locked
     from orchestrator.paths import cache_dir
-    from orchestrator.pipeline import selftests_content_id
-    from orchestrator.source import git, sha256_file
+    from orchestrator.kernel.variant_build import selftests_content_id
+    from orchestrator.kernel.source import git, sha256_file
 
     real = baseline_build.selftests
     monkeypatch.setenv("XDG_CACHE_HOME", str(fs.temp_cache(tmp_path / "xdg", fresh=("selftests",))))

@@ -21,7 +21,7 @@ REAL_EXIT = (b"# \x1b[6nexit\r\r\nORCH-SHELL-EXIT\r\r\n\r\r\n\r\r\n"
 
 @pytest.mark.parametrize("cut", [None, *range(1, 40)])
 def test_the_real_shell_exit_bytes_end_the_session_wherever_a_read_splits_them(cut, tmp_path: Path, capfd) -> None:
-    from orchestrator.console import GuestConsole, _ShellExited
+    from orchestrator.vm.console import GuestConsole, _ShellExited
     con = GuestConsole(["true"], tmp_path / "console.log")  # never started: only its output filter is used
     con._interact_tail = b""
     chunks = [REAL_EXIT] if cut is None else [REAL_EXIT[:cut], REAL_EXIT[cut:]]
@@ -34,7 +34,7 @@ def test_the_real_shell_exit_bytes_end_the_session_wherever_a_read_splits_them(c
 
 
 def test_the_marker_inside_a_line_does_not_end_the_session(tmp_path: Path) -> None:
-    from orchestrator.console import GuestConsole
+    from orchestrator.vm.console import GuestConsole
     con = GuestConsole(["true"], tmp_path / "console.log")
     con._interact_tail = b""
     text = b"# cat /init\r\r\n\techo \"ORCH-SHELL-EXIT\"\r\r\n# "

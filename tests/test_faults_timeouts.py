@@ -58,7 +58,7 @@ def test_stream_keeps_every_line_and_the_exit_status() -> None:
 def _hang_patch(kernel_source) -> str:
     """A mail appending `$(shell sleep 300)` to the tree's top-level Makefile:
     every make (config targets included) then hangs silently while parsing it."""
-    from orchestrator.source import git
+    from orchestrator.kernel.source import git
     old = git(kernel_source.repo, "show", f"{kernel_source.base_commit or 'HEAD'}:Makefile")
     new = old + "\n# orchestrator fault test: hang silently\n$(shell sleep 300)\n"
     diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "a/Makefile", "b/Makefile"))
@@ -70,9 +70,9 @@ def _hang_patch(kernel_source) -> str:
 @pytest.mark.integration
 def test_run_matrix_make_timeout_is_a_build_error_and_the_run_goes_on(kernel_source, baseline_build, tmp_path,
                                                                      monkeypatch) -> None:
-    from orchestrator.matrix import load_matrix
+    from orchestrator.matrix.spec import load_matrix
     from orchestrator.paths import PATCHES_DIR
-    from orchestrator.runner import RunOptions, run_cells
+    from orchestrator.matrix.runner import RunOptions, run_cells
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)  # make, sleep and QEMU inherit it

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import guest_image
-from orchestrator.console import BootFailure, CommandTimeout, GuestConsole, GuestCrashed
-from orchestrator.guest import start_guest
-from orchestrator.machine import render_qemu_argv, shape_by_name
-from orchestrator.nested_kvm import PROBE_GUEST_PATH, build_kvm_probe, check_nested_kvm
+from orchestrator.vm import image as guest_image
+from orchestrator.vm.console import BootFailure, CommandTimeout, GuestConsole, GuestCrashed
+from orchestrator.vm.session import start_guest
+from orchestrator.vm.machine import render_qemu_argv, shape_by_name
+from orchestrator.vm.nested_kvm import PROBE_GUEST_PATH, build_kvm_probe, check_nested_kvm
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +112,8 @@ def test_sftp_fetch(guest, tmp_path: Path) -> None:
 
 def test_host_key_is_pinned(guest) -> None:
     import paramiko
-    from orchestrator.ssh import connect
-    from orchestrator.sshkeys import Ed25519Key
+    from orchestrator.vm.ssh import connect
+    from orchestrator.vm.sshkeys import Ed25519Key
     with pytest.raises(paramiko.BadHostKeyException):
         connect(guest.ssh_port, guest.keys.client, Ed25519Key.generate())
 
@@ -172,7 +172,7 @@ def test_panic_during_command(tmp_path: Path) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from orchestrator.console import GuestConsole
+from orchestrator.vm.console import GuestConsole
 con = GuestConsole(sys.argv[2:], Path(sys.argv[1]))
 con.start()
 print("QEMU-PID", con.pid, flush=True)
@@ -214,8 +214,8 @@ def test_start_guest_retries_a_taken_port(tmp_path: Path, monkeypatch: pytest.Mo
     """The port picked was taken before QEMU could bind it: start_guest tries another."""
     import socket
 
-    import orchestrator.guest as guest_mod
-    from orchestrator.ssh import free_port
+    import orchestrator.vm.session as guest_mod
+    from orchestrator.vm.ssh import free_port
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cpio, guest_image
+from orchestrator.vm import cpio, image as guest_image
 from orchestrator.errors import UserError
-from orchestrator.sshkeys import GuestKeys, parse_dropbear_ed25519
+from orchestrator.vm.sshkeys import GuestKeys, parse_dropbear_ed25519
 
 CC = "aarch64-linux-gnu-gcc"
 needs_cc = pytest.mark.skipif(shutil.which(CC) is None, reason=f"{CC} not installed")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import guest_programs as gp
+from orchestrator.vm import programs as gp
 from orchestrator.errors import BuildFailed
-from orchestrator.guest_image import EM_AARCH64, read_elf
+from orchestrator.vm.image import EM_AARCH64, read_elf
 from orchestrator.paths import GUEST_DIR
-from orchestrator.toolchain import detect
+from orchestrator.kernel.toolchain import detect
 
 
 def test_sources_found_and_probe_left_out():

@@ -11,11 +11,11 @@ import pytest
 from kcidb_io.schema import LATEST, V5_3
 
 from orchestrator.errors import UserError
-from orchestrator import kcidb
-from orchestrator.kcidb import KcidbOptions, from_run, merge_kcidb, message_id, patchset_hash
-from orchestrator.variants import resolve
+from orchestrator.reports import kcidb
+from orchestrator.reports.kcidb import KcidbOptions, from_run, merge_kcidb, message_id, patchset_hash
+from orchestrator.kernel.variants import resolve
 from orchestrator.paths import PATCHES_DIR
-from orchestrator.results import CellRecord, Step
+from orchestrator.reports.results import CellRecord, Step
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]

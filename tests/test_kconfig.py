@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import toolchain
-from orchestrator.build import make_env
+from orchestrator.kernel import toolchain
+from orchestrator.kernel.build import make_env
 from orchestrator.errors import UserError
-from orchestrator.kconfig import (
+from orchestrator.kernel.kconfig import (
     ConfigSet,
     config_commands,
     dropped_error,
@@ -19,7 +19,7 @@ from orchestrator.kconfig import (
     parse_config_text,
     verify_config,
 )
-from orchestrator.kconfig_deps import KconfigTree, annotate, evaluate, explain
+from orchestrator.kernel.kconfig_deps import KconfigTree, annotate, evaluate, explain
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kconfig"
 # The final .config of `evidence` on linux-source-6.1 without MODULES (the
@@ -174,7 +174,7 @@ def test_dropped_error_puts_the_fix_in_the_hint(tmp_path: Path):
 
 
 def test_sets_may_start_from_a_config_target(tmp_path: Path, monkeypatch):
-    from orchestrator import kconfig
+    from orchestrator.kernel import kconfig
     (tmp_path / "kvm.config").write_text("CONFIG_KVM=y\n")
     (tmp_path / "sets.yaml").write_text(
         "sets:\n  dk: {base: defconfig, fragments: [kvm]}\n  plain: [kvm]\n"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from kcidb_io.schema import V5_3
 
-from orchestrator import toolchain
-from orchestrator.build import make_env
+from orchestrator.kernel import toolchain
+from orchestrator.kernel.build import make_env
 from orchestrator.errors import UserError
-from orchestrator.kconfig import generate_config, load_config_set
-from orchestrator.source import SourceSpec, prepare
+from orchestrator.kernel.kconfig import generate_config, load_config_set
+from orchestrator.kernel.source import SourceSpec, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

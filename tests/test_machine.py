@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import machine
+from orchestrator.vm import machine
 from orchestrator.errors import UserError
-from orchestrator.machine import HostInfo, MachineShape
+from orchestrator.vm.machine import HostInfo, MachineShape
 
 GOLDEN = Path(__file__).parent / "golden"
 KERNEL = Path("/k/Image")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.matrix import load_matrix, shard
+from orchestrator.matrix.spec import load_matrix, shard
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.matrix import load_matrix
+from orchestrator.matrix.spec import load_matrix
 
 
 def write(tmp_path: Path, body: str) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import guest_image
-from orchestrator.nested_kvm import build_kvm_probe, parse_nested_kvm
+from orchestrator.vm import image as guest_image
+from orchestrator.vm.nested_kvm import build_kvm_probe, parse_nested_kvm
 
 FIXTURES = Path(__file__).parent / "fixtures" / "console"
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import race_report as rr
-from orchestrator import tracing
+from orchestrator.reports import race as rr
+from orchestrator.workload import tracing
 from orchestrator.errors import UserError
-from orchestrator.matrix import load_matrix
-from orchestrator.results import CellRecord
-from orchestrator.workloads import load_workload, parse_metric_lines
+from orchestrator.matrix.spec import load_matrix
+from orchestrator.reports.results import CellRecord
+from orchestrator.workload.definitions import load_workload, parse_metric_lines
 
 FIX = Path(__file__).parent / "fixtures" / "race"
 RUN = FIX / "run"
@@ -156,8 +156,8 @@ def test_workload_and_matrix():
 
 
 def test_race_programs_are_arm64_static_and_executable():
-    from orchestrator.race_programs import race_programs
-    from orchestrator.toolchain import detect
+    from orchestrator.vm.race_programs import race_programs
+    from orchestrator.kernel.toolchain import detect
     files = race_programs(detect())
     assert set(files) == {"/opt/orch/bin/race_ager", "/opt/orch/workloads/race-stress"}
     elf = files["/opt/orch/bin/race_ager"].read_bytes()
@@ -173,7 +173,7 @@ def test_evidence_metrics_recomputed_from_the_raw_files_match_the_run():
     # evidence.evidence_metrics on the fixture's raw files gives the figures the
     # real run recorded in cell.json, and its race metrics count the same lost
     # races as the generic trace summary (two parsers, one trace).
-    from orchestrator.evidence import evidence_metrics
+    from orchestrator.workload.evidence import evidence_metrics
     recorded = json.loads((V4_R1 / "cell.json").read_text())["metrics"]
     m = evidence_metrics(V4_R1 / "evidence", load_workload("race"), tracing.load_tracepoint_set("race"))
     # The fixture keeps the kprobe profile, trace and trace_stats (not lock_stat).

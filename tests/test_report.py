@@ -13,11 +13,11 @@ import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from orchestrator import cli
-from orchestrator.compare import group_of, run_headline
-from orchestrator.junit import planned_steps, write_junit
-from orchestrator.report import render_html, render_markdown
-from orchestrator.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord, Step, exit_status, load_run
-from orchestrator.runner import BuildOutcome, _reused
+from orchestrator.reports.compare import group_of, run_headline
+from orchestrator.reports.junit import planned_steps, write_junit
+from orchestrator.reports.summary import render_html, render_markdown
+from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord, Step, exit_status, load_run
+from orchestrator.matrix.runner import BuildOutcome, _reused
 
 ROOT = Path(__file__).resolve().parents[1]
 RACE = ROOT / "tests" / "fixtures" / "race" / "run"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import guest_programs as gp
-from orchestrator.build import make_env
+from orchestrator.vm import programs as gp
+from orchestrator.kernel.build import make_env
 from orchestrator.paths import GUEST_DIR
-from orchestrator.selftests import WANTED, tree_test_list
-from orchestrator.toolchain import detect
+from orchestrator.kernel.selftests import WANTED, tree_test_list
+from orchestrator.kernel.toolchain import detect
 
 pytestmark = pytest.mark.integration
 

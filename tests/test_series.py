@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator import proc
-from orchestrator import series as S
+from orchestrator.kernel import series as S
 from orchestrator.errors import UserError
-from orchestrator.series import CANONICAL_FROM_LINE, Series, load_series, parse_diff
+from orchestrator.kernel.series import CANONICAL_FROM_LINE, Series, load_series, parse_diff
 
 V4_NAMES = [f"v4-0{i}.patch" for i in range(1, 8)]
 

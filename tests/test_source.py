@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.source import DEFAULT_TARBALL, SourceSpec, kernel_version, prepare, worktree_identity
+from orchestrator.kernel.source import DEFAULT_TARBALL, SourceSpec, kernel_version, prepare, worktree_identity
 
 
 def git(repo: Path, *args: str) -> None:
@@ -68,7 +68,7 @@ def test_unknown_git_ref_is_a_clear_error(tree: Path):
 
 
 def test_missing_default_tarball_names_the_package(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr("orchestrator.source.DEFAULT_TARBALL", tmp_path / "none.tar.xz")
+    monkeypatch.setattr("orchestrator.kernel.source.DEFAULT_TARBALL", tmp_path / "none.tar.xz")
     with pytest.raises(UserError) as exc:
         prepare(SourceSpec("tarball", tmp_path / "none.tar.xz"))
     assert "not found" in str(exc.value) and "apt-get install linux-source-6.12" in str(exc.value)

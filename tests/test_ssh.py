@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.console import BootFailure, GuestConsole
-from orchestrator.machine import HostInfo, MachineShape, render_qemu_argv
-from orchestrator.ssh import free_port, port_in_use_failure
+from orchestrator.vm.console import BootFailure, GuestConsole
+from orchestrator.vm.machine import HostInfo, MachineShape, render_qemu_argv
+from orchestrator.vm.ssh import free_port, port_in_use_failure
 
 
 def test_free_port_is_bindable() -> None:

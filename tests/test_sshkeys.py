@@ -8,7 +8,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from orchestrator.sshkeys import Ed25519Key, GuestKeys, parse_dropbear_ed25519
+from orchestrator.vm.sshkeys import Ed25519Key, GuestKeys, parse_dropbear_ed25519
 
 
 def test_dropbear_host_key_layout() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.stats import MIN_REPEATS, aa_noise_pct, compare, mann_whitney
+from orchestrator.reports.stats import MIN_REPEATS, aa_noise_pct, compare, mann_whitney
 
 
 def test_refuses_with_fewer_than_five_repeats():

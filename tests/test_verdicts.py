@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.evidence import WorkloadRun
+from orchestrator.workload.evidence import WorkloadRun
 from orchestrator.paths import PATCHES_DIR
-from orchestrator.results import ERROR, FAILED, PASSED, SKIPPED
-from orchestrator.verdicts import NotMeasured, evaluate, load_all_expectations, load_expectations, verdict_steps
+from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED
+from orchestrator.judge.verdicts import NotMeasured, evaluate, load_all_expectations, load_expectations, verdict_steps
 
 # baseline.evidence.default.page-idle~1dff46.r1 of docs/example-run/junit.xml (its properties, abridged)
 EVIDENCE_BASELINE = {"kprobe.age_gfn.hits": 536649.0, "kprobe.test_age_gfn.hits": 0.0,
@@ -100,5 +100,5 @@ def test_workload_that_does_not_age_kvm_is_not_judged_on_aging():
 
 
 def test_crash_zoo_declares_it_does_not_age_kvm():
-    from orchestrator.workloads import load_workload
+    from orchestrator.workload.definitions import load_workload
     assert load_workload("crash-zoo").ages_kvm is False and load_workload("mglru-aging").ages_kvm is True

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import workloads
+from orchestrator.workload import definitions as workloads
 from orchestrator.errors import UserError
-from orchestrator.workloads import (OUTPUT_PARSERS, load_workload, parse_metric_lines, parse_phase_timings,
+from orchestrator.workload.definitions import (OUTPUT_PARSERS, load_workload, parse_metric_lines, parse_phase_timings,
                                     parse_workload_output)
 
 FIX = Path(__file__).parent / "fixtures"

@@ -1,13 +1,13 @@
 """Each workload, briefly, on the real baseline kernel through the real runner
-(orchestrator.runner.run_cell): boot, nested KVM, the workload in its memcg
+(orchestrator.matrix.runner.run_cell): boot, nested KVM, the workload in its memcg
 with the `aging` tracepoints, verdicts.  Three boots, ~2-3 min on 2 cores."""
 from __future__ import annotations
 
 import pytest
 
-from orchestrator.matrix import Cell, WorkloadRef
-from orchestrator.results import PASSED
-from orchestrator.runner import BuildOutcome, RunOptions, run_cell
+from orchestrator.matrix.spec import Cell, WorkloadRef
+from orchestrator.reports.results import PASSED
+from orchestrator.matrix.runner import BuildOutcome, RunOptions, run_cell
 
 pytestmark = pytest.mark.integration
 

@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover - Python < 3.11
 import ahocorasick_rs
 import yaml
 
-from ..errors import UserError
+from orchestrator.errors import UserError
 
 PATTERNS_FILE = Path(__file__).with_name("crash_patterns.yaml")
 MAX_LINE_CHARS = 1024

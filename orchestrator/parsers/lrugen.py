@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import complete_lines
+from orchestrator.parsers import complete_lines
 
 _MEMCG = re.compile(r"^memcg\s+(?P<id>\d+)(?: (?P<path>.*))?$")
 _NODE = re.compile(r"^\s*node\s+(?P<nid>\d+)\s*$")

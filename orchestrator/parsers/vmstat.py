@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from . import complete_lines
+from orchestrator.parsers import complete_lines
 
 
 def parse_vmstat(text: str | Iterable[str]) -> dict[str, int]:

@@ -1,0 +1,1 @@
+"""Judgement: verdicts on a workload run and the expectations they check."""

@@ -1,0 +1,1 @@
+"""Kernel stage: source, series, apply, variants, config, toolchain, build, KVM selftests."""

@@ -1,0 +1,1 @@
+"""Matrix: matrix files, expansion into cells, and running them."""

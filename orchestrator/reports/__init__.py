@@ -1,0 +1,1 @@
+"""Reports: results on disk, JUnit, KCIDB, statistics, summary/HTML and its sections."""

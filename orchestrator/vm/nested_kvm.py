@@ -1,0 +1,123 @@
+"""Is KVM usable inside the guest?  Evidence from dmesg, /dev/kvm and a probe.
+
+The guest kernel must have started all CPUs at EL2, initialised KVM (VHE or
+nVHE), created /dev/kvm, and guest/kvm_probe must create a VM and vCPU and
+run four instructions to an MMIO exit.  Parsing is pure (parse_nested_kvm)
+so it is tested on captured text; check_nested_kvm gathers the text with any
+command runner (serial console or SSH).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pathlib import Path
+
+from orchestrator import proc
+from orchestrator.kernel import toolchain
+from orchestrator.errors import UserError
+from orchestrator.paths import GUEST_DIR, cache_dir
+
+PROBE_SOURCE = GUEST_DIR / "kvm_probe.c"
+PROBE_GUEST_PATH = "/usr/bin/kvm_probe"
+
+EL2_LINE = "CPU: All CPU(s) started at EL2"
+VHE_LINE = "VHE mode initialized successfully"
+NVHE_LINE = "Hyp nVHE mode initialized successfully"
+PROBE_OK = "KVM-PROBE result ok"
+
+
+@dataclass(frozen=True)
+class NestedKvmCheck:
+    ok: bool
+    mode: str | None  # "vhe" | "nvhe" | None
+    evidence: list[str]
+    reason: str  # why not ok ("" when ok)
+
+
+def probe_compile_argv(tc: toolchain.Toolchain, out: Path) -> list[str]:
+    """The probe is built by the compiler the kernel build uses: the cross gcc
+    on x86_64, the native gcc on an arm64 host (which has no cross compiler)."""
+    return [tc.gcc, "-static", "-O2", "-Wall", "-o", str(out), str(PROBE_SOURCE)]
+
+
+def build_kvm_probe(tc: toolchain.Toolchain | None = None) -> Path:
+    """Compile guest/kvm_probe.c statically for arm64 (cached by source and compiler)."""
+    tc = tc or toolchain.detect()  # a missing compiler is a UserError with the install command
+    source = PROBE_SOURCE.read_bytes()
+    digest = hashlib.sha256(source + b"\0" + tc.describe().encode()).hexdigest()[:16]
+    out = cache_dir("guest-bin") / f"kvm_probe-{digest}"
+    if out.exists():
+        return out
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    try:
+        result = proc.run(probe_compile_argv(tc, tmp), timeout=120)
+    except FileNotFoundError:
+        raise UserError(f"{tc.gcc} not found", hint="apt-get install "
+                        + ("gcc libc6-dev" if not tc.cross_compile else "gcc-aarch64-linux-gnu libc6-dev-arm64-cross")) from None
+    if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"compiling {PROBE_SOURCE} failed:\n{result.stderr.strip()}",
+                        hint="install the static C library for arm64 ("
+                             + ("libc6-dev" if not tc.cross_compile else "libc6-dev-arm64-cross") + ")")
+    tmp.rename(out)
+    return out
+
+
+def parse_nested_kvm(dmesg: str, dev_kvm: bool, probe_output: str) -> NestedKvmCheck:
+    """Decide from the guest's dmesg, whether /dev/kvm exists, and probe output."""
+    evidence: list[str] = []
+    problems: list[str] = []
+
+    def find(text: str) -> str | None:
+        for line in dmesg.splitlines():
+            if text in line:
+                return line.strip()
+        return None
+
+    el2 = find(EL2_LINE)
+    if el2:
+        evidence.append(el2)
+    else:
+        mixed = find("started at EL1") or find("CPU(s) started at")
+        problems.append(f"CPUs did not all start at EL2 ({mixed or 'no CPU start line in dmesg'})")
+
+    mode = None
+    vhe, nvhe = find(VHE_LINE), find(NVHE_LINE)
+    # The nVHE line contains the VHE text too: test it first.
+    if nvhe:
+        mode = "nvhe"
+        evidence.append(nvhe)
+    elif vhe:
+        mode = "vhe"
+        evidence.append(vhe)
+    else:
+        kvm_lines = [line.strip() for line in dmesg.splitlines() if re.search(r"\bkvm\b", line)]
+        problems.append("KVM did not initialise"
+                        + (f" (last kvm line: {kvm_lines[-1]})" if kvm_lines else
+                           " (no kvm lines in dmesg: CONFIG_KVM off?)"))
+
+    if dev_kvm:
+        evidence.append("/dev/kvm exists")
+    else:
+        problems.append("/dev/kvm is missing")
+
+    probe_lines = [ln.strip() for ln in probe_output.splitlines() if ln.startswith("KVM-PROBE")]
+    evidence += probe_lines
+    if PROBE_OK not in probe_output:
+        failed = next((ln for ln in probe_lines if " FAIL" in ln), None)
+        problems.append(f"kvm_probe failed: {failed or probe_output.strip()[-200:] or 'no output'}")
+
+    return NestedKvmCheck(not problems, mode, evidence, "; ".join(problems))
+
+
+def check_nested_kvm(run: Callable[[str], tuple[int, str]],
+                     probe_path: str = PROBE_GUEST_PATH) -> NestedKvmCheck:
+    """Gather the evidence in the guest.  run(cmd) -> (exit status, output)."""
+    _, dmesg = run("dmesg")
+    status, _ = run("test -c /dev/kvm")
+    _, probe = run(probe_path)
+    return parse_nested_kvm(dmesg, status == 0, probe)
