@@ -22,6 +22,15 @@ class UserError(Exception):
             return f"{self.message}\n  how to fix: {self.hint}"
         return self.message
 
+    def one_line(self) -> str:
+        """Message and hint on one line, for a step verdict."""
+        return self.message + (f" (how to fix: {self.hint})" if self.hint else "")
+
+
+class OptionsDropped(UserError):
+    """Requested config options missing from the final .config: the config
+    under test failed (a verdict), not bad input."""
+
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """' (did you mean 'v4-fixed'?)' for a near miss (difflib ratio >= 0.6), else ''."""

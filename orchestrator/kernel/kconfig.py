@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator import proc
-from orchestrator.errors import UserError, did_you_mean
+from orchestrator.errors import OptionsDropped, UserError, did_you_mean
 from orchestrator.kernel.kconfig_deps import KconfigTree, explain
 from orchestrator.paths import KERNEL_CONFIGS_DIR, safe_name
 
@@ -211,7 +211,7 @@ def explain_dropped(srctree: Path, final_text: str, dropped: list[DroppedOption]
     return out
 
 
-def dropped_error(config_set: ConfigSet, dropped: list[DroppedOption]) -> UserError:
+def dropped_error(config_set: ConfigSet, dropped: list[DroppedOption]) -> OptionsDropped:
     details = "\n".join(f"  - {d}" for d in dropped)
     fixes = list(dict.fromkeys(f for d in dropped for f in d.fix))
     own = {o for d in dropped for o in [d.option]}
@@ -221,6 +221,6 @@ def dropped_error(config_set: ConfigSet, dropped: list[DroppedOption]) -> UserEr
                 f"(e.g. {config_set.fragments[-1].path}), or drop the options that cannot be met")
     else:
         hint = "enable the options they depend on in a fragment (`make menuconfig`, search for the option: 'Depends on')"
-    return UserError(
+    return OptionsDropped(
         f"config set {config_set.name!r}: {len(dropped)} requested option(s) not in the final .config:\n{details}",
         hint=hint)
