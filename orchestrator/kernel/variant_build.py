@@ -22,9 +22,7 @@ from orchestrator.kernel.selftests import SelftestsBuild, build_selftests
 from orchestrator.kernel.series import Series
 from orchestrator.kernel.source import PreparedSource, SourceSpec, git, prepare, worktree_identity
 from orchestrator.kernel.variants import resolve
-
-
-SELFTEST_GUEST_DIR = "/opt/orch/selftests"
+from orchestrator.vm.guest_paths import GUEST_SELFTESTS_DIR
 
 
 class SeriesDidNotApply(Exception):
@@ -86,7 +84,7 @@ class VariantBuild:
         files: dict[str, Path] = {}
         if self.selftests is not None:
             for name in self.selftests.available():
-                files[f"{SELFTEST_GUEST_DIR}/{name}"] = self.selftests.binary(name)
+                files[f"{GUEST_SELFTESTS_DIR}/{name}"] = self.selftests.binary(name)
         files.update(self.guest_programs)
         return files
 

@@ -20,9 +20,10 @@ from orchestrator import proc
 from orchestrator.kernel import toolchain
 from orchestrator.errors import UserError
 from orchestrator.paths import GUEST_DIR, cache_dir
+from orchestrator.vm.guest_paths import KVM_PROBE_PATH
 
 PROBE_SOURCE = GUEST_DIR / "kvm_probe.c"
-PROBE_GUEST_PATH = "/usr/bin/kvm_probe"
+PROBE_GUEST_PATH = KVM_PROBE_PATH  # the name session.py, tests and bench import
 
 EL2_LINE = "CPU: All CPU(s) started at EL2"
 VHE_LINE = "VHE mode initialized successfully"

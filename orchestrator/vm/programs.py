@@ -10,8 +10,8 @@ the workload that runs it is skipped, the kernel build stays good.  Output is
 cached by the sha256 of the program sources, the selftests build key (which
 covers the library and its headers) and the toolchain.
 
-Returns guest path -> host file.  Programs go to /opt/orch/bin/<name>, scripts
-to /opt/orch/workloads/<name>; both run by absolute path (the selftest
+Returns guest path -> host file.  Programs go to GUEST_BIN_DIR/<name>, scripts
+to GUEST_WORKLOADS_DIR/<name> (guest_paths); both run by absolute path (the selftest
 library re-opens argv[0] to load the inner guest's code).
 """
 from __future__ import annotations
@@ -31,10 +31,9 @@ from orchestrator.paths import GUEST_DIR, cache_dir
 from orchestrator.kernel.selftests import SelftestsBuild
 from orchestrator.kernel.source import PreparedSource
 from orchestrator.kernel.toolchain import Toolchain
+from orchestrator.vm.guest_paths import GUEST_BIN_DIR, GUEST_SELFTESTS_DIR, GUEST_WORKLOADS_DIR
 
-GUEST_PROGRAMS_DIR = "/opt/orch/bin"
-GUEST_SCRIPTS_DIR = "/opt/orch/workloads"
-SELFTESTS_GUEST_DIR = "/opt/orch/selftests"  # as pipeline.SELFTEST_GUEST_DIR
+GUEST_PROGRAMS_DIR = GUEST_BIN_DIR  # the name tests/test_guest_programs.py reads
 RECIPE_VERSION = "1"
 # Built by nested_kvm.build_kvm_probe on its own (plain libc, no selftest library).
 STANDALONE = frozenset({"kvm_probe.c"})
@@ -151,13 +150,13 @@ def build_guest_programs(source: PreparedSource, selftests: SelftestsBuild, tc: 
         name, reason = next(iter(meta["skipped"].items()))
         raise BuildFailed(f"guest program {name}.c did not compile on this tree: {reason}", [reason], str(out / "build.log"))
     files = {f"{GUEST_PROGRAMS_DIR}/{name}": out / "bin" / name for name in meta["programs"]}
-    files.update({f"{GUEST_SCRIPTS_DIR}/{name}": out / "workloads" / name for name in meta["scripts"]})
+    files.update({f"{GUEST_WORKLOADS_DIR}/{name}": out / "workloads" / name for name in meta["scripts"]})
     return files
 
 
 def unavailable_programs(selftests: SelftestsBuild, tc: Toolchain, guest_dir: Path = GUEST_DIR) -> dict[str, str]:
     """Guest path -> why it is missing: programs that did not compile, selftests that did not build."""
-    out = {f"{SELFTESTS_GUEST_DIR}/{n}": why for n, why in selftests.unavailable().items()}
+    out = {f"{GUEST_SELFTESTS_DIR}/{n}": why for n, why in selftests.unavailable().items()}
     meta_path = cache_dir("guest-programs", _key(find_sources(guest_dir), selftests, tc)) / "metadata.json"
     try:
         skipped = json.loads(meta_path.read_text()).get("skipped", {})

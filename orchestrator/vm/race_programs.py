@@ -2,8 +2,8 @@
 
 - *.c: small static arm64 programs with plain libc (no KVM selftest library),
   compiled here and cached by the sha256 of the source and the compiler
-  version; they go to /opt/orch/bin/<stem>;
-- *.sh: busybox shell scripts, copied as they are to /opt/orch/workloads/<stem>.
+  version; they go to GUEST_BIN_DIR/<stem> (guest_paths);
+- *.sh: busybox shell scripts, copied as they are to GUEST_WORKLOADS_DIR/<stem>.
 
 Hook (pipeline.build_variant, next to build_guest_programs):
     programs.update(race_programs(tc))
@@ -17,10 +17,9 @@ from orchestrator import proc
 from orchestrator.errors import UserError
 from orchestrator.paths import GUEST_DIR, cache_dir
 from orchestrator.kernel.toolchain import Toolchain
+from orchestrator.vm.guest_paths import GUEST_BIN_DIR, GUEST_WORKLOADS_DIR
 
 RACE_DIR = GUEST_DIR / "race"
-GUEST_BIN_DIR = "/opt/orch/bin"
-GUEST_SCRIPTS_DIR = "/opt/orch/workloads"
 CFLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-pthread")
 
 
@@ -49,5 +48,5 @@ def race_programs(tc: Toolchain, race_dir: Path = RACE_DIR) -> dict[str, Path]:
         if p.suffix == ".c":
             files[f"{GUEST_BIN_DIR}/{p.stem}"] = compile_program(p, tc)
         elif p.suffix == ".sh":
-            files[f"{GUEST_SCRIPTS_DIR}/{p.stem}"] = p
+            files[f"{GUEST_WORKLOADS_DIR}/{p.stem}"] = p
     return files

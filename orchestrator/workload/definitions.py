@@ -18,9 +18,9 @@ import yaml
 
 from orchestrator.errors import UserError
 from orchestrator.paths import PROJECT_ROOT, safe_name
+from orchestrator.vm.guest_paths import under_root
 
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
-GUEST_PREFIX = "/opt/orch"  # where the image puts selftests/, bin/ (guest/*.c) and workloads/ (guest/workloads/*)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ComparedMetric:
 class Workload:
     name: str
     description: str
-    program: str  # relative to GUEST_PREFIX
+    program: str  # relative to guest_paths.GUEST_ROOT (selftests/, bin/, workloads/)
     args: tuple[str, ...]
     params: dict[str, ParamSpec]
     timeout_s: int
@@ -86,7 +86,7 @@ class Workload:
 
     def argv(self, given: dict[str, Any]) -> list[str]:
         values = self.resolve_params(given)
-        return [f"{GUEST_PREFIX}/{self.program}", *(a.format(**values) for a in self.args)]
+        return [under_root(self.program), *(a.format(**values) for a in self.args)]
 
     def command(self, given: dict[str, Any]) -> str:
         """Guest shell command: every element quoted."""

@@ -23,11 +23,10 @@ from orchestrator.parsers.lrugen import parse_lru_gen
 from orchestrator.parsers.tracestats import buffer_totals, parse_cpu_stats, parse_kprobe_profile, summarize_trace
 from orchestrator.parsers.vmstat import delta, parse_vmstat
 from orchestrator.reports.race import race_metrics
+from orchestrator.vm.guest_paths import GUEST_EVIDENCE_DIR, GUEST_LIMIT_SIGNAL, SHELL_SIGNAL_BASE, WORKLOAD_CGROUP
 from orchestrator.workload.tracing import KPROBE_GROUP, TracepointSet
 from orchestrator.workload.definitions import Workload, parse_workload_output
 
-GUEST_EVIDENCE = "/tmp/orch-evidence"
-CGROUP = "/sys/fs/cgroup/orch-workload"
 LOCK_CLASSES = {"&(kvm)->mmu_lock": "lock.mmu_lock"}
 # Files fetched after the run (guest name -> kept under the same name).
 EVIDENCE_FILES = ("lock_stat", "trace", "trace_stats", "kprobe_profile", "vmstat.before", "vmstat.after",
@@ -79,9 +78,9 @@ def classify_end(exit_status: int | None, seconds: float, limit: int, dmesg: str
     happened; the kernel's OOM report says whether a memory cgroup limit or
     the whole guest ran out of memory.
     """
-    if exit_status is None or exit_status < 128:
+    if exit_status is None or exit_status < SHELL_SIGNAL_BASE:
         return "", ""
-    sig = exit_status - 128
+    sig = exit_status - SHELL_SIGNAL_BASE
     oom = [m for m in _OOM_KILL.finditer(dmesg)]
     if sig == signal.SIGKILL and (oom_kills > 0 or oom):
         lines = [ln for ln in dmesg.splitlines() if "out of memory" in ln.lower() or "oom-kill:" in ln]
@@ -92,7 +91,7 @@ def classify_end(exit_status: int | None, seconds: float, limit: int, dmesg: str
         if oom:
             why += f" ({oom[-1]['comm']}, pid {oom[-1]['pid']})"
         return why, "\n".join(lines[-8:])
-    if sig == signal.SIGKILL and seconds >= limit - 1:
+    if sig == GUEST_LIMIT_SIGNAL and seconds >= limit - 1:
         return f"timed out: the guest-side limit of {limit} s killed it (SIGKILL)", ""
     try:
         name = signal.Signals(sig).name
@@ -103,11 +102,11 @@ def classify_end(exit_status: int | None, seconds: float, limit: int, dmesg: str
 
 
 def _setup_script(tpset: TracepointSet | None, timed: bool = False) -> str:
-    e = GUEST_EVIDENCE
+    e = GUEST_EVIDENCE_DIR
     lines = [f"rm -rf {e}; mkdir -p {e}", f"cat /proc/vmstat > {e}/vmstat.before",
              f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.before 2>/dev/null",
              f"cat /sys/kernel/mm/lru_gen/enabled > {e}/lru_gen_enabled 2>/dev/null",
-             f"mkdir -p {CGROUP}", f"cat {CGROUP}/memory.events > {e}/memcg.events.before 2>/dev/null",
+             f"mkdir -p {WORKLOAD_CGROUP}", f"cat {WORKLOAD_CGROUP}/memory.events > {e}/memcg.events.before 2>/dev/null",
              "dmesg -c > /dev/null"]
     if tpset is not None:
         lines.append(tpset.setup_script())
@@ -117,13 +116,13 @@ def _setup_script(tpset: TracepointSet | None, timed: bool = False) -> str:
 
 
 def _teardown_script(tpset: TracepointSet | None, timed: bool = False) -> str:
-    e = GUEST_EVIDENCE
+    e = GUEST_EVIDENCE_DIR
     lines = []
     if tpset is not None:
         lines.append(tpset.teardown_script(e))
     # Lift a limit the workload may have set: the next run starts unlimited.
-    lines += [f"cat {CGROUP}/memory.events > {e}/memcg.events.after 2>/dev/null",
-              f"echo max > {CGROUP}/memory.max 2>/dev/null",
+    lines += [f"cat {WORKLOAD_CGROUP}/memory.events > {e}/memcg.events.after 2>/dev/null",
+              f"echo max > {WORKLOAD_CGROUP}/memory.max 2>/dev/null",
               *([] if timed else [f"cat /proc/lock_stat > {e}/lock_stat 2>/dev/null"]),
               f"cat /proc/vmstat > {e}/vmstat.after",
               f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.after 2>/dev/null", f"dmesg > {e}/dmesg"]
@@ -143,9 +142,10 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
     (outdir / "setup.log").write_text(out)
     # In its own memcg (MGLRU ages per memcg), killed by the guest at the limit;
     # the host waits a little longer so a stuck guest is still caught.
-    inner = f"echo $$ > {CGROUP}/cgroup.procs && exec timeout -s KILL {limit} {cmd}"
-    guest_cmd = (f"sh -c {shlex.quote(inner)} > {GUEST_EVIDENCE}/workload.out 2>&1; "
-                 f"echo $? > {GUEST_EVIDENCE}/workload.rc; cat {GUEST_EVIDENCE}/workload.rc")
+    limit_signal = GUEST_LIMIT_SIGNAL.name.removeprefix("SIG")
+    inner = f"echo $$ > {WORKLOAD_CGROUP}/cgroup.procs && exec timeout -s {limit_signal} {limit} {cmd}"
+    guest_cmd = (f"sh -c {shlex.quote(inner)} > {GUEST_EVIDENCE_DIR}/workload.out 2>&1; "
+                 f"echo $? > {GUEST_EVIDENCE_DIR}/workload.rc; cat {GUEST_EVIDENCE_DIR}/workload.rc")
     t0 = time.monotonic()
     timed_out = False
     ended_by = ""
@@ -173,7 +173,7 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
                 continue
             for attempt in (1, 2):  # once more: an SFTP transfer on a loaded host can fail once
                 try:
-                    shell.fetch(f"{GUEST_EVIDENCE}/{name}", outdir / name)
+                    shell.fetch(f"{GUEST_EVIDENCE_DIR}/{name}", outdir / name)
                     break
                 except GuestCrashed:
                     raise
