@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import proc
-from orchestrator.errors import BuildFailed, UserError
+from orchestrator.atomic import copy_file_atomic, write_json_atomic
+from orchestrator.errors import BuildFailed
 from orchestrator.kernel.kconfig import ConfigSet, generate_config
 from orchestrator.paths import cache_dir
 from orchestrator.progress import Progress, fmt_duration
@@ -245,9 +245,7 @@ def build_kernel(
         if not src.is_file():
             raise BuildFailed(f"make succeeded but {src} is missing", lines[-10:], str(log_path))
         dst = out_dir / name
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+        copy_file_atomic(src, dst)
         digests[name] = sha256_file(dst)
     meta = {
         "key": key,
@@ -268,9 +266,8 @@ def build_kernel(
         "artifacts_sha256": digests,
         **provenance,
     }
-    tmp = out_dir / "metadata.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(out_dir / "metadata.json")  # written last: its presence means complete
+    # Written last: its presence means complete.
+    write_json_atomic(out_dir / "metadata.json", meta, indent=2, sort_keys=False)
     index.write_text(json.dumps({"out_dir": str(out_dir)}))
     progress.done(f"built in {fmt_duration(time.monotonic() - t0)} ({recompiled} C files compiled) -> {out_dir}")
     return BuildResult(key, out_dir, False, meta)

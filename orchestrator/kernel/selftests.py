@@ -15,7 +15,6 @@ the workload needing it is skipped with that reason.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -12,12 +12,12 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.atomic import write_json_atomic
 from orchestrator.errors import UserError
 from orchestrator.paths import cache_dir
 
@@ -125,9 +125,7 @@ def _tarball_sha256(path: Path) -> str:
         table = {}
     if key not in table:
         table[key] = sha256_file(path)
-        tmp = memo.with_suffix(".tmp")
-        tmp.write_text(json.dumps(table, indent=1))
-        tmp.replace(memo)
+        write_json_atomic(memo, table, sort_keys=False)
     return table[key]
 
 

@@ -5,19 +5,17 @@ This is the Python API; the CLI (`orchestrator build`) is a thin shim over it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.kernel import toolchain as toolchain_mod
 from orchestrator.kernel.apply import ApplyResult, apply_series
-from orchestrator.kernel.build import BuildResult, build_kernel, locked, parse_warnings
+from orchestrator.kernel.build import BuildResult, build_kernel, locked
 from orchestrator.errors import BuildFailed, UserError
 from orchestrator.vm.programs import all_guest_programs, unavailable_programs
 from orchestrator.kernel.kconfig import load_config_set
 from orchestrator.progress import Progress
-from orchestrator.kernel.selftests import WANTED as WANTED_SELFTESTS
 from orchestrator.kernel.selftests import SelftestsBuild, build_selftests
 from orchestrator.kernel.series import Series
 from orchestrator.kernel.source import PreparedSource, SourceSpec, git, prepare, worktree_identity

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from orchestrator.atomic import write_text_atomic
 from orchestrator.errors import UserError
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.results import ERROR, FAILED, SKIPPED, CellRecord, Step
@@ -27,7 +28,7 @@ def _clip(text: str) -> str:
 
 def planned_steps(cell: dict, expectations: Path = PATCHES_DIR / "expectations.yaml") -> list[str]:
     """Testcase names every started cell has, after its build steps (the names
-    runner.run_cell and verdicts.verdict_steps give them)."""
+    matrix.cell.run_cell and verdicts.verdict_steps give them)."""
     from orchestrator.judge.verdicts import load_expectations  # verdicts imports evidence: keep junit light to import
     wl, variant = cell.get("workload", ""), str(cell.get("variant", ""))
     names = ["boot", "nested-kvm", f"workload {wl}", f"verdict {wl}: path exercised", f"verdict {wl}: no kernel warnings"]
@@ -75,6 +76,4 @@ def suite_for(record: CellRecord, cell_dir: Path | None = None) -> TestSuite:
 
 def write_junit(records: list[tuple[CellRecord, Path | None]], path: Path) -> None:
     suites = [suite_for(r, d) for r, d in records]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_xml_report_string(suites, prettyprint=True))
-    tmp.replace(path)
+    write_text_atomic(path, to_xml_report_string(suites, prettyprint=True))

@@ -6,10 +6,11 @@ interrupted run keeps every finished step and --resume can tell what is done.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from orchestrator import atomic
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 NOT_RUN = "not run"  # a cell status only: the cell never started or never finished
@@ -64,13 +65,8 @@ class CellRecord:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        data = asdict(self)
-        tmp = directory / "cell.json.tmp"
-        with tmp.open("w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(directory / "cell.json")
+        # fsync: cell.json is what --resume trusts after a crash of the host.
+        atomic.write_json_atomic(directory / "cell.json", asdict(self), sort_keys=False, fsync=True)
 
     @staticmethod
     def load(directory: Path) -> "CellRecord | None":
@@ -83,10 +79,9 @@ class CellRecord:
 
 
 def write_json_atomic(path: Path, data) -> None:
+    """A results file (sorted keys), its directory made if need be."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+    atomic.write_json_atomic(path, data)
 
 
 def exit_status(statuses: "set[str] | list[str]") -> int:

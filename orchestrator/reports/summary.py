@@ -16,6 +16,7 @@ from pathlib import Path
 
 import markdown as markdown_lib
 
+from orchestrator.atomic import write_bytes_atomic, write_text_atomic
 from orchestrator.reports.aging import aging_figure, aging_section
 from orchestrator.reports.crashes import crash_section
 from orchestrator.reports.compare import Group, Headline, Row, default_pairs, run_headline
@@ -401,12 +402,9 @@ def write_headline_reports(h: Headline, recs: list[tuple[CellRecord, Path | None
     records = [r for r, _ in recs]
     for f in EXTRA_FIGURES:
         if fig := f(records):
-            (out / (fig[0] + ".tmp")).write_bytes(fig[1])
-            (out / (fig[0] + ".tmp")).replace(out / fig[0])
+            write_bytes_atomic(out / fig[0], fig[1])
     for name, text in (("summary.md", render_markdown(h, records)), ("report.html", render_html(h, records))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out / name)
+        write_text_atomic(out / name, text)
 
 
 def write_reports(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]], out: Path) -> Headline:

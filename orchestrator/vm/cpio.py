@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
+from orchestrator.atomic import atomic_writer
 
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -108,16 +109,11 @@ class CpioArchive:
 
     def write_gzip(self, path: Path, *, level: int = 6) -> None:
         """Write gzip-compressed, atomically (temp file + rename), deterministically."""
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as raw:
-                # filename="" and mtime=0 keep the gzip header free of host details.
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                                   compresslevel=level) as gz:
-                    self.write(gz)  # GzipFile.tell() counts uncompressed bytes
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_writer(path, "wb", per_process=True) as raw:
+            # filename="" and mtime=0 keep the gzip header free of host details.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                               compresslevel=level) as gz:
+                self.write(gz)  # GzipFile.tell() counts uncompressed bytes
 
 
 def _pad(n: int) -> bytes:

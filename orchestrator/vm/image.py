@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.atomic import atomic_writer, write_text_atomic
 from orchestrator.vm.cpio import CpioArchive
 from orchestrator.errors import UserError
 from orchestrator.paths import GUEST_DIR, cache_dir
@@ -411,12 +412,7 @@ def _write_base(arc: CpioArchive, path: Path) -> None:
     """The archive, then its checksum (written last: the pair is valid only when both are)."""
     _checksum_path(path).unlink(missing_ok=True)
     arc.write_gzip(path)
-    tmp = _checksum_path(path).with_name(f"{_checksum_path(path).name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(sha256_of(path) + "\n")
-        os.replace(tmp, _checksum_path(path))
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(_checksum_path(path), sha256_of(path) + "\n", per_process=True)
 
 
 def build_image(
@@ -470,15 +466,10 @@ def _per_run_copy(base: Path, keys: bytes) -> Path:
     """
     runs = cache_dir("images", "run")
     out = runs / f"{base.name.removesuffix('.cpio.gz')}-{os.getpid()}-{os.urandom(4).hex()}.cpio"
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with open(base, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.write(b"\0" * (-dst.tell() % 4))
-            dst.write(keys)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(base, "rb") as src, atomic_writer(out, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.write(b"\0" * (-dst.tell() % 4))
+        dst.write(keys)
     _prune_runs(runs, out)
     return out
 
