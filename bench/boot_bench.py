@@ -13,7 +13,7 @@ then one SSH guest: median round trip of `true` over SSH and over the serial
 console.  With --cpu options it instead compares TCG CPU models: boot-to-ready
 per model (interleaved) and whether nested KVM still works with it.
 With --step-runs N it times what run-matrix reports as the `boot` step, the
-same way runner.run_cell does (start_guest with the build's guest files and
+same way matrix.cell.run_cell does (start_guest with the build's guest files and
 SSH: guest image, QEMU, ready marker, SSH login), against that boot's own QEMU
 start -> ready stage (the cell's boot.ready_s); the first run is reported
 apart (it may build the base image), the ratio is over the rest.
@@ -130,7 +130,7 @@ def bench_boot_step(shape: MachineShape, runs: int, tmp: Path) -> dict:
     for i in range(runs):
         t0 = time.monotonic()
         with start_guest(shape, vb.kernel.image, workdir=tmp / f"step-{i}", extra=extra) as g:
-            step.append(time.monotonic() - t0)  # where runner.run_cell ends the boot step
+            step.append(time.monotonic() - t0)  # where matrix.cell.run_cell ends the boot step
             ready.append(g.boot.stages["ready"])
             rebuilt.append(g.image.rebuilt)
             ssh = g.ssh is not None

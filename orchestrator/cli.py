@@ -116,7 +116,8 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def cmd_run_matrix(args: argparse.Namespace) -> int:
     from orchestrator.matrix.spec import load_matrix, shard
-    from orchestrator.matrix.runner import RunOptions, default_jobs, run_cells
+    from orchestrator.matrix.options import RunOptions, default_jobs
+    from orchestrator.matrix.scheduler import run_cells
     matrix = load_matrix(args.matrix)
     cells = matrix.cells
     if sh := _parse_shard(args.shard):

@@ -23,7 +23,8 @@ from junitparser import Failure, JUnitXml
 
 import faults_support as fs
 from orchestrator.matrix.spec import load_matrix
-from orchestrator.matrix.runner import RunOptions, run_cells
+from orchestrator.matrix.options import RunOptions
+from orchestrator.matrix.scheduler import run_cells
 
 pytestmark = pytest.mark.integration
 

@@ -245,7 +245,8 @@ def test_run_matrix_option_dropped_by_olddefconfig(kernel_source, baseline_build
     import orchestrator.kernel.kconfig
     from orchestrator.matrix.spec import load_matrix
     from orchestrator.paths import KERNEL_CONFIGS_DIR
-    from orchestrator.matrix.runner import RunOptions, run_cells
+    from orchestrator.matrix.options import RunOptions
+    from orchestrator.matrix.scheduler import run_cells
 
     configs = tmp_path / "kernel_configs"
     configs.mkdir()

@@ -142,7 +142,8 @@ def test_resume_reruns_a_cell_that_ended_in_an_error(tmp_path, programs, monkeyp
     """QEMU not installed -> `boot` error; once it is back, --resume runs the cell
     again instead of keeping the error forever."""
     from orchestrator.matrix.spec import load_matrix
-    from orchestrator.matrix.runner import RunOptions, run_cells
+    from orchestrator.matrix.options import RunOptions
+    from orchestrator.matrix.scheduler import run_cells
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)
@@ -238,7 +239,8 @@ def test_results_disk_full_is_one_message_and_leaves_nothing_behind(tmp_path, pr
 
 def test_cache_full_while_building_the_guest_image(tmp_path, programs, monkeypatch) -> None:
     from orchestrator.matrix.spec import load_matrix
-    from orchestrator.matrix.runner import RunOptions, run_cells
+    from orchestrator.matrix.options import RunOptions
+    from orchestrator.matrix.scheduler import run_cells
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)

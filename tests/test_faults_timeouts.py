@@ -72,7 +72,8 @@ def test_run_matrix_make_timeout_is_a_build_error_and_the_run_goes_on(kernel_sou
                                                                      monkeypatch) -> None:
     from orchestrator.matrix.spec import load_matrix
     from orchestrator.paths import PATCHES_DIR
-    from orchestrator.matrix.runner import RunOptions, run_cells
+    from orchestrator.matrix.options import RunOptions
+    from orchestrator.matrix.scheduler import run_cells
 
     token = fs.new_token()
     monkeypatch.setenv(fs.TOKEN_ENV, token)  # make, sleep and QEMU inherit it

@@ -17,7 +17,7 @@ from orchestrator.reports.compare import group_of, run_headline
 from orchestrator.reports.junit import planned_steps, write_junit
 from orchestrator.reports.summary import render_html, render_markdown
 from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord, Step, exit_status, load_run
-from orchestrator.matrix.runner import BuildOutcome, _reused
+from orchestrator.matrix.cell_build import BuildOutcome, reused as _reused
 
 ROOT = Path(__file__).resolve().parents[1]
 RACE = ROOT / "tests" / "fixtures" / "race" / "run"

@@ -1,5 +1,5 @@
 """Each workload, briefly, on the real baseline kernel through the real runner
-(orchestrator.matrix.runner.run_cell): boot, nested KVM, the workload in its memcg
+(orchestrator.matrix.cell.run_cell): boot, nested KVM, the workload in its memcg
 with the `aging` tracepoints, verdicts.  Three boots, ~2-3 min on 2 cores."""
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 
 from orchestrator.matrix.spec import Cell, WorkloadRef
 from orchestrator.reports.results import PASSED
-from orchestrator.matrix.runner import BuildOutcome, RunOptions, run_cell
+from orchestrator.matrix.cell import run_cell
+from orchestrator.matrix.cell_build import BuildOutcome
+from orchestrator.matrix.options import RunOptions
 
 pytestmark = pytest.mark.integration
 

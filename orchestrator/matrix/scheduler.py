@@ -1,0 +1,173 @@
+"""Run a matrix's cells: in order (or several at once with --jobs), building
+each kernel once, resuming finished cells, and publishing results after every
+cell.  Ctrl-C / SIGTERM ends every child, keeps what was measured and marks
+the rest "not run"; a full disk stops the run with a message saying where."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import proc
+from orchestrator.errors import UserError
+from orchestrator.matrix.cell import preflight, reproducer, run_cell
+from orchestrator.matrix.cell_build import BuildOutcome, build_cell_kernel, reused
+from orchestrator.matrix.cell_key import cell_inputs_key
+from orchestrator.matrix.disk_full import disk_full_message, is_disk_full, remove_partial_files
+from orchestrator.matrix.options import RunOptions
+from orchestrator.matrix.spec import Cell, Matrix
+from orchestrator.progress import fmt_duration
+from orchestrator.reports.publish import publish_final, publish_progress
+from orchestrator.reports.results import ERROR, CellRecord, exit_status, not_run_record, write_json_atomic
+from orchestrator.reports.summary import headline_terminal
+
+
+@dataclass
+class RunState:
+    records: list[tuple[CellRecord, Path | None]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
+    out = opts.results_dir
+    preflight(cells)
+    try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "matrix.json", {"matrix": str(matrix.path), "name": matrix.name,
+                                                "cells": [c.to_json() for c in cells],
+                                                "compare": matrix.compare})
+    except OSError as exc:
+        remove_partial_files(out)
+        if is_disk_full(exc):
+            raise UserError(disk_full_message(exc, out), hint="free space or pass --results elsewhere") from None
+        raise UserError(f"cannot write results to {out}: {exc.strerror or exc}",
+                        hint="pass --results with a writable directory") from None
+    proc.install_signal_handlers()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    state = RunState()
+    builds: dict[tuple[str, str], BuildOutcome] = {}
+    built_for: dict[tuple[str, str], str] = {}  # kernel -> the cell whose build step carries its time
+    start = time.monotonic()
+    exit_code = 0
+    failure: UserError | None = None
+    done: set[str] = set()
+    def finished(i: int, cell: Cell, rec: CellRecord) -> None:
+        """Main thread only: mark complete, publish JUnit and reports."""
+        rec.complete = True
+        rec.save(out / "cells" / cell.key)
+        state.records.append((rec, out / "cells" / cell.key))
+        done.add(cell.key)
+        _say(f"cell {i}/{len(cells)} {cell.key}: {rec.status.upper()}")
+        publish_progress(matrix, state.records, out)
+
+    try:
+        pending: list[tuple[int, Cell, BuildOutcome, str]] = []
+        for i, cell in enumerate(cells, 1):
+            cell_dir = out / "cells" / cell.key
+            elapsed = time.monotonic() - start
+            eta = f", ETA {fmt_duration(elapsed / (i - 1) * (len(cells) - i + 1))}" if i > 1 and opts.jobs == 1 else ""
+            _say(f"cell {i}/{len(cells)} {cell.key}: build ({fmt_duration(elapsed)} elapsed{eta})")
+            if cell.build_key not in builds:
+                builds[cell.build_key] = build_cell_kernel(matrix, cell.variant, cell.config_set)
+                built_for[cell.build_key] = cell.key
+            built = builds[cell.build_key]
+            if built_for[cell.build_key] != cell.key:
+                built = reused(built, built_for[cell.build_key])
+            key = cell_inputs_key(cell, built.build)
+            if opts.resume:
+                old = CellRecord.load(cell_dir)
+                # An error is the infrastructure's (QEMU missing, a timeout ...), not the
+                # kernel's: once its cause is fixed the cell must run again.
+                if old is not None and old.complete and old.inputs_key == key and old.status != ERROR:
+                    _say(f"cell {i}/{len(cells)} {cell.key}: resumed ({old.status})")
+                    state.records.append((old, cell_dir))
+                    continue
+            if opts.jobs > 1:
+                pending.append((i, cell, built, key))  # builds first, then cells side by side
+                continue
+            _say(f"cell {i}/{len(cells)} {cell.key}: boot + {cell.workload.name}")
+            finished(i, cell, run_cell(cell, built, opts, cell_dir, key))
+        if pending:
+            _run_concurrently(pending, opts, finished)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        state.interrupted = True
+        exit_code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+        # A second Ctrl-C/SIGTERM must not cut the partial results short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _say("interrupted: ending child processes, writing partial results")
+        _add_unfinished(state, cells, done, out, opts)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        failure = UserError(disk_full_message(exc, out),
+                            hint=f"free space or pass --results on a larger file system; finished cells are kept in {out}: "
+                                 "rerun with --resume")
+    finally:
+        proc.end_all()
+        headline = None
+        try:
+            headline = publish_final(matrix, state.records, builds, out, opts.kcidb_origin)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            failure = failure or UserError(disk_full_message(exc, out), hint="free space or pass --results elsewhere")
+        finally:
+            remove_partial_files(out)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    if failure is not None:
+        raise failure
+    if headline is not None:
+        print(headline_terminal(headline), flush=True)
+    _say(f"results: {out}/junit.xml, {out}/summary.md, {out}/report.html")
+    if state.interrupted:
+        return exit_code
+    return exit_status({r.status for r, _ in state.records})
+
+
+def _run_concurrently(pending: list[tuple[int, Cell, BuildOutcome, str]], opts: RunOptions, finished) -> None:
+    """Up to opts.jobs cells at once (each a QEMU guest); results are published by
+    the main thread as cells finish.  On Ctrl-C the signal handler ends every
+    QEMU, the workers return at once, and unfinished cells stay incomplete."""
+    total = len(pending) and max(i for i, *_ in pending)
+    _say(f"running {len(pending)} cell(s), {opts.jobs} at a time")
+    pool = ThreadPoolExecutor(max_workers=opts.jobs, thread_name_prefix="cell")
+    futures = {}
+    try:
+        for i, cell, built, key in pending:
+            _say(f"cell {i}/{total} {cell.key}: queued (boot + {cell.workload.name})")
+            futures[pool.submit(run_cell, cell, built, opts, opts.results_dir / "cells" / cell.key, key)] = (i, cell)
+        remaining = set(futures)
+        while remaining:
+            done_now, remaining = wait(remaining, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done_now:
+                i, cell = futures[fut]
+                finished(i, cell, fut.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _add_unfinished(state: RunState, cells: list[Cell], done: set[str], out: Path, opts: RunOptions) -> None:
+    """The interrupted cell (as far as it got) and the cells not started, for the partial reports.
+
+    Neither is marked complete, so their status is "not run" (or "error" for the
+    cell the interruption cut short) and --resume runs them again.
+    """
+    for cell in cells:
+        if cell.key in done or any(r.key == cell.key for r, _ in state.records):
+            continue
+        cell_dir = out / "cells" / cell.key
+        rec = CellRecord.load(cell_dir)
+        if rec is None or rec.complete:  # never started in this run (a complete record is an older run's)
+            state.records.append((not_run_record(cell.to_json(), reproducer(opts, cell),
+                                                 "the run was interrupted before this cell"), None))
+        else:
+            state.records.append((rec, cell_dir))
+
+
+def _say(text: str) -> None:
+    print(f"[run-matrix] {text}", file=sys.stderr, flush=True)
