@@ -17,6 +17,7 @@ from orchestrator.matrix.spec import Cell
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.crashes import crash_record
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, write_json_atomic
+from orchestrator.vm.guest_paths import under_root
 from orchestrator.vm.console import BootFailure, ConsoleError, GuestCrashed
 from orchestrator.vm.machine import shape_by_name
 from orchestrator.vm.nested_kvm import check_nested_kvm
@@ -77,7 +78,7 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             if not kvm.ok:
                 rec.add(Step(f"workload {workload.name}", SKIPPED, 0.0, "no KVM in the guest"), cell_dir)
                 return rec
-            if why := vb.unavailable.get(f"/opt/orch/{workload.program}"):  # a tree without it: not a failure
+            if why := vb.unavailable.get(under_root(workload.program)):  # a tree without it: not a failure
                 rec.add(Step(f"workload {workload.name}", SKIPPED, 0.0, f"{workload.program}: {why}"), cell_dir)
                 return rec
             phase = f"workload {workload.name}"
