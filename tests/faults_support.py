@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -25,7 +24,6 @@ ROOT = HERE.parent
 FIXTURES = HERE / "fixtures" / "workloads-faults"
 GUEST_DIR = "/opt/orch/test-faults"
 TOKEN_ENV = "ORCH_FAULT_TOKEN"
-CROSS_CC = "aarch64-linux-gnu-gcc"
 
 
 def new_token() -> str:
@@ -33,13 +31,12 @@ def new_token() -> str:
 
 
 def fault_programs(cache: Path) -> dict[str, Path]:
-    """guest path -> host file: the static fault program and the fault script."""
-    binary = cache / "fault"
-    if not binary.exists():
-        tmp = cache / "fault.tmp"
-        subprocess.run([CROSS_CC, "-static", "-O1", "-Wall", "-o", str(tmp), str(FIXTURES / "fault.c")],
-                       check=True, capture_output=True, timeout=120)
-        tmp.rename(binary)
+    """guest path -> host file: the static fault program (compiled like the
+    project's own, into the orchestrator's cache) and the fault script (in cache)."""
+    from orchestrator.kernel import toolchain
+    from orchestrator.vm.static_program import compile_static
+
+    binary = compile_static([FIXTURES / "fault.c"], toolchain.detect(), ("-O1", "-Wall"), "fault", timeout=120)
     script = cache / "fault-sh"
     script.write_bytes((FIXTURES / "fault.sh").read_bytes())
     script.chmod(0o755)

@@ -8,19 +8,15 @@ command runner (serial console or SSH).
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from pathlib import Path
 
-from orchestrator import proc
 from orchestrator.kernel import toolchain
-from orchestrator.errors import UserError
-from orchestrator.paths import GUEST_DIR, cache_dir
+from orchestrator.paths import GUEST_DIR
 from orchestrator.vm.guest_paths import KVM_PROBE_PATH
+from orchestrator.vm.static_program import compile_argv, compile_static
 
 PROBE_SOURCE = GUEST_DIR / "kvm_probe.c"
 PROBE_GUEST_PATH = KVM_PROBE_PATH  # the name session.py, tests and bench import
@@ -39,33 +35,19 @@ class NestedKvmCheck:
     reason: str  # why not ok ("" when ok)
 
 
+PROBE_FLAGS = ("-O2", "-Wall")
+
+
 def probe_compile_argv(tc: toolchain.Toolchain, out: Path) -> list[str]:
     """The probe is built by the compiler the kernel build uses: the cross gcc
     on x86_64, the native gcc on an arm64 host (which has no cross compiler)."""
-    return [tc.gcc, "-static", "-O2", "-Wall", "-o", str(out), str(PROBE_SOURCE)]
+    return compile_argv(tc.gcc, [PROBE_SOURCE], PROBE_FLAGS, out)
 
 
 def build_kvm_probe(tc: toolchain.Toolchain | None = None) -> Path:
-    """Compile guest/kvm_probe.c statically for arm64 (cached by source and compiler)."""
+    """Compile guest/kvm_probe.c statically for arm64 (cached by source, flags and compiler)."""
     tc = tc or toolchain.detect()  # a missing compiler is a UserError with the install command
-    source = PROBE_SOURCE.read_bytes()
-    digest = hashlib.sha256(source + b"\0" + tc.describe().encode()).hexdigest()[:16]
-    out = cache_dir("guest-bin") / f"kvm_probe-{digest}"
-    if out.exists():
-        return out
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    try:
-        result = proc.run(probe_compile_argv(tc, tmp), timeout=120)
-    except FileNotFoundError:
-        raise UserError(f"{tc.gcc} not found", hint="apt-get install "
-                        + ("gcc libc6-dev" if not tc.cross_compile else "gcc-aarch64-linux-gnu libc6-dev-arm64-cross")) from None
-    if result.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"compiling {PROBE_SOURCE} failed:\n{result.stderr.strip()}",
-                        hint="install the static C library for arm64 ("
-                             + ("libc6-dev" if not tc.cross_compile else "libc6-dev-arm64-cross") + ")")
-    tmp.rename(out)
-    return out
+    return compile_static([PROBE_SOURCE], tc, PROBE_FLAGS, "kvm_probe", timeout=120)
 
 
 def parse_nested_kvm(dmesg: str, dev_kvm: bool, probe_output: str) -> NestedKvmCheck:
