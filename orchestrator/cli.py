@@ -147,68 +147,29 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
     return run_cells(matrix, cells, opts)
 
 
-def _rerender(name: str, compare: list, variants: list[str], records: list, out: Path) -> int:
-    """junit.xml, summary.md, report.html from cell records; the headline on stdout; the run's exit status."""
-    from orchestrator.reports.compare import default_pairs, run_headline
-    from orchestrator.reports.junit import write_junit
-    from orchestrator.reports.summary import headline_terminal, write_headline_reports
-    from orchestrator.reports.results import exit_status
-    out.mkdir(parents=True, exist_ok=True)
-    h = run_headline(name, [r for r, _ in records], compare or default_pairs(variants), variants)
-    write_junit(records, out / "junit.xml")
-    write_headline_reports(h, records, out)
-    print(headline_terminal(h))
-    return exit_status({r.status for r, _ in records})
-
-
 def cmd_merge(args: argparse.Namespace) -> int:
-    from orchestrator.reports.results import load_run
-    records, variants = [], []
-    name, compare = "merged", []
-    for d in args.dirs:
-        run = load_run(d)
-        name, compare = run.name, run.compare or compare
-        variants += [v for v in run.variants if v not in variants]
-        records += run.records
-    # One record per cell: a finished one wins over a "not run" placeholder of another shard.
-    real = {r.key for r, d in records if d is not None}
-    seen: set[str] = set()
-    merged = []
-    for rec, cell_dir in records:
-        if rec.key in seen or (cell_dir is None and rec.key in real):
-            continue
-        seen.add(rec.key)
-        merged.append((rec, cell_dir))
-    records = merged
-    status = _rerender(name, compare, variants, records, args.out)
-    from orchestrator.reports.kcidb import merge_kcidb
-    merge_kcidb(args.dirs, args.out)  # the shards' kcidb.json, objects united by id
-    print(f"merged {len(records)} cell(s) from {len(args.dirs)} dir(s) into {args.out}", file=sys.stderr)
-    return status
+    from orchestrator.reports.offline import merge_runs
+    r = merge_runs(args.dirs, args.out)
+    print(r.headline)
+    print(f"merged {r.cells} cell(s) from {len(args.dirs)} dir(s) into {args.out}", file=sys.stderr)
+    return r.status
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.reports.results import load_run
-    run = load_run(args.results)
+    from orchestrator.reports.offline import rerender_run
     out = args.out or args.results
-    status = _rerender(run.name, run.compare, run.variants, run.records, out)
-    print(f"wrote {out}/junit.xml, {out}/summary.md, {out}/report.html from {len(run.records)} cell record(s)", file=sys.stderr)
-    return status
+    r = rerender_run(args.results, out)
+    print(r.headline)
+    print(f"wrote {out}/junit.xml, {out}/summary.md, {out}/report.html from {r.cells} cell record(s)", file=sys.stderr)
+    return r.status
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.reports.compare import two_run_headline
-    from orchestrator.reports.crashes import crash_lines
-    from orchestrator.reports.summary import headline_terminal, render_markdown
-    from orchestrator.reports.results import load_run
-    a, b = load_run(args.a), load_run(args.b)
-    h = two_run_headline(a, b, args.by)
-    records = [r for r, _ in a.records + b.records]
-    crashes = crash_lines([r for r, _ in a.records], [r for r, _ in b.records], str(args.a), str(args.b))
-    crash_text = ("\n## Kernel reports (matched by fingerprint)\n\n" + "\n".join(crashes) + "\n") if crashes else ""
-    print((render_markdown(h, records) if args.full else headline_terminal(h)) + crash_text)
+    from orchestrator.reports.offline import compare_runs
+    c = compare_runs(args.a, args.b, args.by)
+    print(c.full if args.full else c.headline)
     if args.markdown:
-        args.markdown.write_text(render_markdown(h, records) + crash_text)
+        args.markdown.write_text(c.full)
     return EXIT_OK
 
 
