@@ -20,7 +20,9 @@
  * memory.reclaim requests, and memory.stat deltas of the memcg over the
  * pressure phase (pgsteal = pages reclaimed).
  */
-#include "orch_vm.h"
+#include "orch_opts.h"
+
+#define LIMIT_PCT_DEFAULT 75
 
 static char cgroup[4096];
 static uint64_t reclaim_bytes = 8ULL << 20;
@@ -66,22 +68,23 @@ static void *reclaim_main(void *arg)
 static void help(const char *name)
 {
 	printf("usage: %s [-m mode] [-v vcpus] [-b bytes] [-d seconds] [-l limit%%] [-r bytes] [-I ms] [-w write%%]\n"
-	       " -m: guest mode ID (default: the library's default, 4K pages)\n"
-	       " -v: inner vCPUs (default 1)\n"
-	       " -b: memory per vCPU, e.g. 64M (default 64M)\n"
+	       ORCH_HELP_M
+	       ORCH_HELP_V
+	       ORCH_HELP_B
 	       " -d: seconds of sweeping under pressure (default 10)\n"
-	       " -l: memory.max as a percentage of memory.current after populating; 0: no limit (default 75)\n"
+	       ORCH_HELP_L(LIMIT_PCT_DEFAULT)
 	       " -r: bytes per memory.reclaim request; 0: no proactive reclaim (default 8M)\n"
 	       " -I: ms between memory.reclaim requests (default 250)\n"
-	       " -w: percentage of writes in a pass (default 100)\n", name);
+	       ORCH_HELP_W, name);
 	guest_modes_help();
 	exit(0);
 }
 
 int main(int argc, char *argv[])
 {
-	int nr_vcpus = 1, write_percent = 100, limit_pct = 75, opt, mode_arg = -1;
-	uint64_t vcpu_bytes = 64ULL << 20, limit = 0;
+	struct orch_vm_opts o = ORCH_VM_OPTS_INIT(LIMIT_PCT_DEFAULT);
+	uint64_t limit = 0;
+	int opt, limit_pct;
 	int64_t before[ORCH_NR_MEMCG_STATS], after[ORCH_NR_MEMCG_STATS];
 	unsigned int seconds = 10;
 	enum vm_guest_mode mode;
@@ -89,22 +92,12 @@ int main(int argc, char *argv[])
 	struct kvm_vm *vm;
 
 	guest_modes_append_default();
-	while ((opt = getopt(argc, argv, "hm:v:b:d:l:r:I:w:")) != -1) {
+	while ((opt = getopt(argc, argv, ORCH_VM_OPTS "d:r:I:")) != -1) {
+		if (orch_vm_opt(&o, opt, optarg))
+			continue;
 		switch (opt) {
-		case 'm':
-			mode_arg = atoi_non_negative("Guest mode ID", optarg);
-			break;
-		case 'v':
-			nr_vcpus = atoi_positive("Number of vCPUs", optarg);
-			break;
-		case 'b':
-			vcpu_bytes = parse_size(optarg);
-			break;
 		case 'd':
 			seconds = atoi_positive("Seconds under pressure", optarg);
-			break;
-		case 'l':
-			limit_pct = atoi_non_negative("Limit percentage", optarg);
 			break;
 		case 'r':
 			reclaim_bytes = parse_size(optarg);
@@ -112,24 +105,19 @@ int main(int argc, char *argv[])
 		case 'I':
 			interval_ms = atoi_non_negative("Reclaim interval", optarg);
 			break;
-		case 'w':
-			write_percent = atoi_non_negative("Write percentage", optarg);
-			break;
 		default:
 			help(argv[0]);
 		}
 	}
-	mode = mode_arg < 0 ? VM_MODE_DEFAULT : (enum vm_guest_mode)mode_arg;
-	TEST_ASSERT(mode < NUM_VM_MODES && guest_modes[mode].supported, "guest mode %d not supported (see -h)", mode_arg);
-	TEST_ASSERT(nr_vcpus <= KVM_MAX_VCPUS, "at most %d vCPUs", KVM_MAX_VCPUS);
-	TEST_ASSERT(write_percent <= 100 && limit_pct <= 100, "-w and -l take 0..100");
+	mode = orch_vm_opts_mode(&o);
+	limit_pct = o.limit_pct;
 	orch_own_cgroup(cgroup, sizeof(cgroup));
 	TEST_ASSERT(strcmp(cgroup, "/"), "run in a child memcg, not the root cgroup");
 	TEST_ASSERT(!limit_pct || orch_have_swap(),
 		    "no swap: a memory.max below the VM's memory would end in the OOM killer "
 		    "(run through memcg-reclaim.sh, which sets up zram, or pass -l 0)");
 
-	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, 0);
+	vm = orch_vm_populate(mode, o.nr_vcpus, o.vcpu_bytes, o.write_percent, 0);
 
 	orch_memcg_stats(cgroup, before);
 	if (limit_pct) {
@@ -150,7 +138,7 @@ int main(int argc, char *argv[])
 	/* Stats of the pressure phase only: before the limit goes and vCPUs catch up. */
 	orch_memcg_stats(cgroup, after);
 	orch_memcg_lift();
-	orch_vcpus_report(vm, vcpu_bytes / memstress_args.guest_page_size);
+	orch_vcpus_report(vm, o.vcpu_bytes / memstress_args.guest_page_size);
 
 	orch_metric_u64("reclaim_requests", reclaim.requests);
 	orch_metric_u64("reclaim_ok", reclaim.ok);

@@ -23,10 +23,11 @@
  * concurrently with the aging passes and the vCPUs' faults.  Results are ORCH-METRIC lines (see orch_vm.h): vCPU wall
  * time and throughput, aging passes, their total/average/max duration.
  */
-#include "orch_vm.h"
+#include "orch_opts.h"
 
 #define LRU_GEN_FILE "/sys/kernel/debug/lru_gen"
 #define MAX_NODES 64
+#define LIMIT_PCT_DEFAULT 0
 
 struct lru_target {
 	int memcg_id;
@@ -47,7 +48,6 @@ struct aging_stats {
 static const char *cgroup_path;
 static uint64_t min_passes = 1;
 static unsigned int sleep_ms;
-static int limit_pct;
 static unsigned int duration_s;
 static struct aging_stats aging;
 
@@ -153,14 +153,14 @@ static void *aging_main(void *arg)
 static void help(const char *name)
 {
 	printf("usage: %s [-m mode] [-v vcpus] [-b bytes] [-i passes] [-w write%%] [-p min_aging_passes] [-s sleep_ms] [-l limit%%]\n"
-	       " -m: guest mode ID (default: the library's default, 4K pages)\n"
-	       " -v: inner vCPUs (default 1)\n"
-	       " -b: memory per vCPU, e.g. 64M (default 64M)\n"
+	       ORCH_HELP_M
+	       ORCH_HELP_V
+	       ORCH_HELP_B
 	       " -i: timed passes over its memory per vCPU (default 10)\n"
-	       " -w: percentage of writes in a pass (default 100)\n"
+	       ORCH_HELP_W
 	       " -p: run at least this many aging passes (default 1)\n"
 	       " -s: sleep between aging passes in ms (default 0)\n"
-	       " -l: memory.max as a percentage of memory.current after populating; 0: no limit (default 0)\n"
+	       ORCH_HELP_L(LIMIT_PCT_DEFAULT)
 	       " -d: sweep for this many seconds instead of -i passes; 0: use -i (default 0)\n", name);
 	guest_modes_help();
 	exit(0);
@@ -168,9 +168,10 @@ static void help(const char *name)
 
 int main(int argc, char *argv[])
 {
+	struct orch_vm_opts o = ORCH_VM_OPTS_INIT(LIMIT_PCT_DEFAULT);
 	enum vm_guest_mode mode;
-	uint64_t vcpu_bytes = 64ULL << 20, passes = 10;
-	int nr_vcpus = 1, write_percent = 100, opt, mode_arg = -1;
+	uint64_t passes = 10;
+	int opt;
 	struct lru_target t;
 	char cgroup[4096];
 	pthread_t thread;
@@ -179,31 +180,18 @@ int main(int argc, char *argv[])
 	double t_go, t_done;
 
 	guest_modes_append_default();
-	while ((opt = getopt(argc, argv, "hm:v:b:i:w:p:s:l:d:")) != -1) {
+	while ((opt = getopt(argc, argv, ORCH_VM_OPTS "i:p:s:d:")) != -1) {
+		if (orch_vm_opt(&o, opt, optarg))
+			continue;
 		switch (opt) {
-		case 'm':
-			mode_arg = atoi_non_negative("Guest mode ID", optarg);
-			break;
-		case 'v':
-			nr_vcpus = atoi_positive("Number of vCPUs", optarg);
-			break;
-		case 'b':
-			vcpu_bytes = parse_size(optarg);
-			break;
 		case 'i':
 			passes = atoi_positive("Timed passes", optarg);
-			break;
-		case 'w':
-			write_percent = atoi_non_negative("Write percentage", optarg);
 			break;
 		case 'p':
 			min_passes = atoi_non_negative("Minimum aging passes", optarg);
 			break;
 		case 's':
 			sleep_ms = atoi_non_negative("Sleep between passes", optarg);
-			break;
-		case 'l':
-			limit_pct = atoi_non_negative("Limit percentage", optarg);
 			break;
 		case 'd':
 			duration_s = atoi_non_negative("Seconds of sweeping", optarg);
@@ -212,10 +200,7 @@ int main(int argc, char *argv[])
 			help(argv[0]);
 		}
 	}
-	mode = mode_arg < 0 ? VM_MODE_DEFAULT : (enum vm_guest_mode)mode_arg;
-	TEST_ASSERT(mode < NUM_VM_MODES && guest_modes[mode].supported, "guest mode %d not supported (see -h)", mode_arg);
-	TEST_ASSERT(nr_vcpus <= KVM_MAX_VCPUS, "at most %d vCPUs", KVM_MAX_VCPUS);
-	TEST_ASSERT(write_percent <= 100 && limit_pct <= 100, "-w and -l take 0..100");
+	mode = orch_vm_opts_mode(&o);
 
 	orch_own_cgroup(cgroup, sizeof(cgroup));
 	cgroup_path = cgroup;
@@ -223,12 +208,12 @@ int main(int argc, char *argv[])
 	TEST_ASSERT(!read_target(&t), "memcg %s not found in %s", cgroup_path, LRU_GEN_FILE);
 	pr_info("memcg %s: id %d, %d node(s), max_seq %lu\n", cgroup_path, t.memcg_id, t.nr_nodes, t.max_seq[0]);
 
-	vm = orch_vm_populate(mode, nr_vcpus, vcpu_bytes, write_percent, duration_s ? 0 : passes);
+	vm = orch_vm_populate(mode, o.nr_vcpus, o.vcpu_bytes, o.write_percent, duration_s ? 0 : passes);
 	if (!read_target(&t))
 		aging.first_seq = t.max_seq[0];
 	orch_memcg_stats(cgroup_path, before);
-	if (limit_pct)
-		orch_memcg_cap(cgroup_path, limit_pct);
+	if (o.limit_pct)
+		orch_memcg_cap(cgroup_path, o.limit_pct);
 	pthread_create(&thread, NULL, aging_main, NULL);
 	t_go = orch_now();
 	orch_vcpus_go();
@@ -241,7 +226,7 @@ int main(int argc, char *argv[])
 	/* Memcg events of the measured phase only, before the limit goes. */
 	orch_memcg_stats(cgroup_path, after);
 	orch_memcg_lift();
-	orch_vcpus_report(vm, vcpu_bytes / memstress_args.guest_page_size);
+	orch_vcpus_report(vm, o.vcpu_bytes / memstress_args.guest_page_size);
 	orch_metric("measured_s", t_done - t_go);
 	orch_memcg_report(before, after);
 	if (before[1] >= 0 && after[1] >= 0)

@@ -7,6 +7,7 @@
  *
  * Output contract: `ORCH-METRIC <name> <value>` lines on stdout, one per
  * metric (orchestrator/workload/definitions.py, parser "metric-lines").
+ * The command-line options the programs share are parsed in orch_opts.h.
  */
 #ifndef ORCH_VM_H
 #define ORCH_VM_H
