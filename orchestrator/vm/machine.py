@@ -14,9 +14,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
-
-from orchestrator import proc
+from orchestrator import datafiles, proc
 from orchestrator.errors import UserError
 from orchestrator.paths import PROJECT_ROOT
 
@@ -32,7 +30,6 @@ QEMU_KVM_NESTED_MIN = (10, 0)
 # on panic (with -no-reboot QEMU then exits instead of sitting in a dead guest).
 BASE_CMDLINE = "console=ttyAMA0 panic=-1"
 _CPU_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*(,[a-z0-9_-]+(=[a-z0-9_-]+)?)*$")
-_CMDLINE_RE = re.compile(r"^[\x21-\x7e]+$")  # printable, no spaces or quotes inside a word
 
 
 @dataclass(frozen=True)
@@ -49,68 +46,52 @@ class MachineShape:
     network: bool = True  # virtio-net with QEMU user networking (needed for SSH)
 
 
-def _allowed(values) -> str:
-    return ", ".join(str(v) for v in values)
+class _ShapeWording(datafiles.KeyNamedInText):
+    """Shape errors say `key 'vcpus': got 'two', expected a int`, as they always have."""
+
+    def subject(self, at: datafiles.KeyPath) -> str:
+        return f"key '{datafiles.render(at)}'" if at else ""
+
+    def wrong_type(self, at: datafiles.KeyPath, got: str, expected: str) -> str:
+        return self.say(at, f"got {got}, expected {expected}")
 
 
-def _check_shape(shape: MachineShape, where: str) -> MachineShape:
-    def bad(key: str, got, expected: str) -> UserError:
-        return UserError(f"{where}: key '{key}': got {got!r}, expected {expected}")
-
-    if shape.accel not in ACCELS:
-        raise bad("accel", shape.accel, f"one of {_allowed(ACCELS)}")
-    if shape.kvm_mode not in KVM_MODES:
-        raise bad("kvm_mode", shape.kvm_mode, f"one of {_allowed(KVM_MODES)}")
-    if shape.gic_version not in GIC_VERSIONS:
-        raise bad("gic_version", shape.gic_version, f"one of {_allowed(GIC_VERSIONS)}")
-    if not _CPU_RE.match(shape.cpu):
-        raise bad("cpu", shape.cpu, "a QEMU CPU model with options, e.g. max,pauth-impdef=on")
-    if not 1 <= shape.vcpus <= 64:
-        raise bad("vcpus", shape.vcpus, "an integer from 1 to 64")
-    if not 256 <= shape.memory_mb <= 65536:
-        raise bad("memory_mb", shape.memory_mb, "an integer from 256 to 65536")
-    for word in shape.cmdline.split():
-        if not _CMDLINE_RE.match(word) or '"' in word:
-            raise bad("cmdline", shape.cmdline, "space-separated kernel parameters without quotes")
-    if shape.kvm_mode == "nvhe" and not shape.virtualization:
-        raise bad("kvm_mode", shape.kvm_mode, "vhe when virtualization is false (no EL2, no KVM)")
-    return shape
+def _a(name: str) -> str:
+    """Type errors name the MachineShape annotation ("expected a int"), as they always have."""
+    return f"a {_ANNOTATIONS[name]}"
 
 
-_TYPES = {f.name: f.type for f in fields(MachineShape)}
+_ANNOTATIONS = {f.name: f.type for f in fields(MachineShape)}
+_F = datafiles.Field
+SHAPE_SCHEMA = datafiles.Mapping({
+    "name": _F(datafiles.Str(expected=_a("name"))),
+    "accel": _F(datafiles.Str(expected=_a("accel"), choices=ACCELS), help="auto | tcg | kvm"),
+    "cpu": _F(datafiles.Str(expected=_a("cpu"), pattern=_CPU_RE.pattern,
+                            matching="a QEMU CPU model with options, e.g. max,pauth-impdef=on"),
+              help="the TCG CPU model (KVM uses host)"),
+    "vcpus": _F(datafiles.Int(1, 64, expected=_a("vcpus"))),
+    "memory_mb": _F(datafiles.Int(256, 65536, expected=_a("memory_mb"))),
+    "virtualization": _F(datafiles.Bool(expected=_a("virtualization")), help="EL2 in the guest"),
+    "gic_version": _F(datafiles.Str(expected=_a("gic_version"), choices=GIC_VERSIONS, numbers_as_text=True)),
+    "kvm_mode": _F(datafiles.Str(expected=_a("kvm_mode"), choices=KVM_MODES), help="vhe | nvhe"),
+    # printable words without quotes: they go onto the kernel command line as they are
+    "cmdline": _F(datafiles.Str(expected=_a("cmdline"), pattern=r'[\x21\x23-\x7e\s]*',
+                                matching="space-separated kernel parameters without quotes"),
+                  help="extra kernel parameters"),
+    "network": _F(datafiles.Bool(expected=_a("network")), help="virtio-net for SSH"),
+}, expected="a mapping of keys to values at the top level")
 
 
 def load_shape(path: Path) -> MachineShape:
     """Read and validate one machines/*.yaml file."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.is_file():
         raise UserError(f"machine shape file not found: {path}",
-                        hint=f"shapes available: {', '.join(available_shapes())}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of keys to values at the top level")
-    data.setdefault("name", path.stem)
-    values = {}
-    for key, value in data.items():
-        if key not in _TYPES:
-            raise UserError(f"{path}: unknown key '{key}'",
-                            hint=f"known keys: {', '.join(_TYPES)}")
-        expected = _TYPES[key]
-        if key == "gic_version" and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)  # `gic_version: 3` in YAML is an int
-        ok = {
-            "str": isinstance(value, str),
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-        }[expected]
-        if not ok:
-            raise UserError(f"{path}: key '{key}': got {value!r}, expected a {expected}")
-        values[key] = value
-    return _check_shape(MachineShape(**values), str(path))
+                        hint=f"shapes available: {', '.join(available_shapes())}")
+    doc = datafiles.load(path, SHAPE_SCHEMA, what="machine shape", wording=_ShapeWording())
+    shape = MachineShape(**{"name": path.stem, **doc.data})
+    if shape.kvm_mode == "nvhe" and not shape.virtualization:
+        raise doc.error(("kvm_mode",), f"got {shape.kvm_mode!r}, expected vhe when virtualization is false (no EL2, no KVM)")
+    return shape
 
 
 def available_shapes() -> list[str]:
