@@ -379,11 +379,13 @@ class Document:
         return UserError(f"{self.path}:{node.start_mark.line + 1}: {message}", hint=hint)
 
     def wrong_type(self, node: yaml.Node, at: KeyPath, expected: str, hint: str | None) -> UserError:
-        return self.fail(node, self.wording.wrong_type(at, shown(node), expected), hint)
+        return self.fail(node, self.wording.wrong_type(at, shown(node), expected),
+                         hint or f"write {expected} there")
 
     def bad_value(self, node: yaml.Node, at: KeyPath, got: str, expected: str, suggestion: str,
                   hint: str | None) -> UserError:
-        return self.fail(node, self.wording.bad_value(at, got, expected, suggestion), hint)
+        return self.fail(node, self.wording.bad_value(at, got, expected, suggestion),
+                         hint or f"write {expected} there")
 
 
 def read_text(path: Path, what: str) -> str:

@@ -6,7 +6,7 @@ Values from YAML only ever reach the guest as shell-quoted arguments.
 """
 from __future__ import annotations
 
-import difflib
+import functools
 import math
 import re
 import shlex
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from orchestrator import datafiles
 from orchestrator.errors import UserError
 from orchestrator.paths import PROJECT_ROOT, safe_name
 from orchestrator.vm.guest_paths import under_root
@@ -93,95 +92,80 @@ class Workload:
         return shlex.join(self.argv(given))
 
 
+COMPARE_EXAMPLE = "- {metric: workload.seconds, label: workload wall time, unit: s, better: lower}"
+
+
+@functools.cache
+def workload_schema() -> datafiles.Mapping:
+    """What a workloads/*.yaml file may say (built on first use: OUTPUT_PARSERS is defined below)."""
+    F, Str = datafiles.Field, datafiles.Str
+    compared = datafiles.Mapping(
+        {"metric": F(Str(numbers_as_text=True), required=True, help=COMPARED_KEYS["metric"]),
+         "label": F(Str(numbers_as_text=True), required=True, help=COMPARED_KEYS["label"]),
+         "unit": F(Str(numbers_as_text=True), required=True, help=COMPARED_KEYS["unit"]),
+         "better": F(Str(choices=BETTER), required=True, help=COMPARED_KEYS["better"])},
+        noun="field", expected=f"a mapping with {', '.join(COMPARED_KEYS)}")
+    param = datafiles.Mapping({
+        "default": F(datafiles.Scalar(), required=True, help="value when the matrix gives none"),
+        "pattern": F(Str(), required=True, help="regular expression every value must match"),
+        "help": F(Str(), default="", help="what the parameter means"),
+    })
+    return datafiles.Mapping({
+        "name": F(Str(), help="the workload's name (the file name is what counts)"),
+        "description": F(Str(numbers_as_text=True), default="", help="one line for reports"),
+        "program": F(Str(), required=True, help="guest program under the guest root (selftests/, bin/, workloads/)"),
+        "args": F(datafiles.List(datafiles.Scalar(), expected="a list of arguments"), required=True,
+                  help="arguments, with {param} fields"),
+        "params": F(datafiles.MapOf(param, expected="a mapping of parameter: {default, pattern, help}"), default={},
+                    help="typed parameters"),
+        "timeout_s": F(datafiles.Int(), required=True, help="time limit in seconds"),
+        "tracepoints": F(Str(), help="tracepoint set (tracepoints/NAME.yaml)"),
+        "output": F(Str(choices=OUTPUT_PARSERS), default="none", help="how metrics are read from the output"),
+        "metric_prefix": F(Str(pattern=_METRIC_NAME.pattern, matching=_PREFIX_RULE),
+                           help="metric-lines names become PREFIX.NAME"),
+        "compare": F(datafiles.List(compared, expected="a list of metric declarations", hint=f"entries like {COMPARE_EXAMPLE}"),
+                     default=[], help="metrics compared across variants"),
+        "ages_kvm": F(datafiles.Bool(), default=True, help="false: not an aging workload"),
+    })
+
+
+_PREFIX_RULE = "letters, digits, _ . - (starting with a letter)"
+
+
 def load_workload(name: str) -> Workload:
     safe_name(name, what="workload name")
     path = WORKLOADS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml")))
         raise UserError(f"unknown workload {name!r}", hint=f"known workloads: {known}")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping")
-    for key in ("program", "args", "timeout_s"):
-        if key not in data:
-            raise UserError(f"{path}: missing key {key!r}")
-    output = str(data.get("output", "none"))
-    if output not in OUTPUT_PARSERS:
-        raise UserError(f"{path}: output: {output!r} is not a known output format",
-                        hint=f"one of: {', '.join(OUTPUT_PARSERS)}")
-    prefix = str(data.get("metric_prefix", name))
-    if not _METRIC_NAME.fullmatch(prefix):
-        raise UserError(f"{path}: metric_prefix: {prefix!r}: expected letters, digits, _ . - (starting with a letter)")
-    params = {}
-    for pname, spec in (data.get("params") or {}).items():
-        if not isinstance(spec, dict) or "default" not in spec or "pattern" not in spec:
-            raise UserError(f"{path}: params.{pname} needs default and pattern")
-        params[pname] = ParamSpec(pname, spec["default"], spec["pattern"], spec.get("help", ""))
-    return Workload(name, data.get("description", ""), data["program"], tuple(str(a) for a in data["args"]),
-                    params, int(data["timeout_s"]), data.get("tracepoints"), output, path, prefix,
-                    _compared(path, text, prefix), _flag(path, data, "ages_kvm", True))
+    doc = datafiles.load(path, workload_schema(), what="workload")
+    data = doc.data
+    prefix = data.get("metric_prefix", name)
+    if not _METRIC_NAME.fullmatch(prefix):  # the file name, when no prefix is given
+        raise doc.error(("metric_prefix",), f"{prefix!r}: expected {_PREFIX_RULE}",
+                        hint="add `metric_prefix:` or rename the file")
+    params = {pname: ParamSpec(pname, spec["default"], spec["pattern"], spec["help"])
+              for pname, spec in data["params"].items()}
+    return Workload(name, data["description"], data["program"], tuple(str(a) for a in data["args"]),
+                    params, data["timeout_s"], data.get("tracepoints"), data["output"], path, prefix,
+                    _compared(doc, prefix), data["ages_kvm"])
 
 
-def _closest(word: str, choices) -> str:
-    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (closest: {near[0]!r})" if near else ""
-
-
-def _flag(path: Path, data: dict, key: str, default: bool) -> bool:
-    value = data.get(key, default)
-    if not isinstance(value, bool):
-        raise UserError(f"{path}: {key}: expected true or false, got {value!r}")
-    return value
-
-
-def _compared(path: Path, text: str, prefix: str) -> tuple[ComparedMetric, ...]:
-    """The `compare:` list, checked entry by entry; errors name file, line and field."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    node = next((v for k, v in root.value if k.value == "compare"), None) if isinstance(root, yaml.MappingNode) else None
-    if node is None:
-        return ()
-
-    def where(n: yaml.Node, field: str) -> str:
-        return f"{path}:{n.start_mark.line + 1}: {field}"
-
-    example = "- {metric: workload.seconds, label: workload wall time, unit: s, better: lower}"
-    if not isinstance(node, yaml.SequenceNode):
-        raise UserError(f"{where(node, 'compare')}: expected a list of metric declarations", hint=f"entries like {example}")
+def _compared(doc: datafiles.Document, prefix: str) -> tuple[ComparedMetric, ...]:
+    """The `compare:` list (its shape checked by the schema): every metric one this workload can produce, once."""
     families = sorted({*METRIC_FAMILIES, prefix})
     out: list[ComparedMetric] = []
-    for i, item in enumerate(node.value):
-        field = f"compare[{i}]"
-        if not isinstance(item, yaml.MappingNode):
-            raise UserError(f"{where(item, field)}: expected a mapping with {', '.join(COMPARED_KEYS)}", hint=f"e.g. {example}")
-        values: dict[str, str] = {}
-        for k, v in item.value:
-            if k.value not in COMPARED_KEYS:
-                raise UserError(f"{where(k, field + '.' + str(k.value))}: unknown field{_closest(str(k.value), COMPARED_KEYS)}",
-                                hint="fields: " + "; ".join(f"{n} ({d})" for n, d in COMPARED_KEYS.items()))
-            if not isinstance(v, yaml.ScalarNode):
-                raise UserError(f"{where(v, field + '.' + k.value)}: expected a string", hint=f"e.g. {example}")
-            values[k.value] = str(v.value)
-        missing = [k for k in COMPARED_KEYS if k not in values]
-        if missing:
-            raise UserError(f"{where(item, field)}: missing {', '.join(missing)}",
-                            hint="fields: " + "; ".join(f"{n} ({d})" for n, d in COMPARED_KEYS.items()))
-        metric, better = values["metric"], values["better"]
-        if not _METRIC_NAME.fullmatch(metric) or metric.split(".")[0] not in families or "." not in metric:
-            head = metric.split(".")[0]
-            raise UserError(f"{where(item, field + '.metric')}: {metric!r} is not a metric name this workload can produce"
-                            f"{_closest(head, families) if head not in families else ''}",
+    for i, values in enumerate(doc.data["compare"]):
+        metric, at = values["metric"], ("compare", i, "metric")
+        head = metric.split(".")[0]
+        if not _METRIC_NAME.fullmatch(metric) or head not in families or "." not in metric:
+            raise doc.error(at, f"{metric!r} is not a metric name this workload can produce"
+                                f"{datafiles.closest(head, families) if head not in families else ''}",
                             hint=f"names are FAMILY.NAME with FAMILY one of: {', '.join(families)}; "
                                  "see a cell's metrics.json for the exact names")
-        if better not in BETTER:
-            raise UserError(f"{where(item, field + '.better')}: {better!r}{_closest(better, BETTER)}",
-                            hint=f"expected one of: {', '.join(BETTER)}")
         if metric in {c.metric for c in out}:
-            raise UserError(f"{where(item, field + '.metric')}: {metric!r} is declared twice", hint="keep one entry")
-        out.append(ComparedMetric(metric, values["label"], values["unit"], better))
+            raise doc.error(at, f"{metric!r} is declared twice", hint="keep one entry")
+        out.append(ComparedMetric(metric, values["label"], values["unit"], values["better"]))
     return tuple(out)
 
 
