@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.parsers import race_trace as rt
 from orchestrator.reports import race as rr
 from orchestrator.workload import tracing
 from orchestrator.errors import UserError
@@ -31,47 +32,47 @@ def records() -> list[CellRecord]:
 # ---- parsing the real trace --------------------------------------------------
 
 def test_lost_races_of_a_real_v4_run():
-    t = rr.parse_race_trace((V4_R1 / "evidence" / "trace").read_text().splitlines())
+    t = rt.parse_race_trace((V4_R1 / "evidence" / "trace").read_text().splitlines())
     assert t.unparsed == 0
-    assert len(t.lost) == 31 and {r.ret for r in t.lost} == {rr.EAGAIN}
+    assert len(t.lost) == 31 and {r.ret for r in t.lost} == {rt.EAGAIN}
     first = t.lost[0]
     # "race_ager-115 [001] dN.6. 6.436186: age_walker: (... <- stage2_age_walker) ret=-11
     #  old=0x40000102c5645b now=0x40000102c564db ipa=0xfffff93000"
     assert (first.cpu, first.ts, first.old, first.now, first.ipa) == (1, 6.436186, 0x40000102C5645B, 0x40000102C564DB, 0xFFFFF93000)
-    assert first.now ^ first.old == rr.S2AP_W and first.old & rr.AF  # write permission added, AF set all along
+    assert first.now ^ first.old == rt.S2AP_W and first.old & rt.AF  # write permission added, AF set all along
     assert {r.winner for r in t.lost} == {"perms"}
-    assert all(w.ret == rr.EAGAIN and not w.age_walk for w in t.walk_errors)
+    assert all(w.ret == rt.EAGAIN and not w.age_walk for w in t.walk_errors)
     assert {w.cb.split("+")[0] for w in t.walk_errors} <= {"stage2_map_walker", "stage2_attr_walker"}
 
 
 def test_race_metrics_of_real_runs():
-    m = rr.race_metrics((V4_R1 / "evidence" / "trace").read_text(), (V4_R1 / "evidence" / "dmesg").read_text())
+    m = rt.race_metrics((V4_R1 / "evidence" / "trace").read_text(), (V4_R1 / "evidence" / "dmesg").read_text())
     assert m["race.lost_races"] == 31 == m["race.lost_old_young"] == m["race.lost_af_kept"] == m["race.lost_winner_perms"]
     assert m["race.lost_w_gained"] == 31 and m["race.lost_distinct_ipas"] == 28  # 3 pages lost twice
     assert m["race.lost_winner_ager"] == m["race.lost_winner_invalid"] == m["race.lost_winner_other"] == 0
     assert m["race.walk_errors_age"] == 0 and m["race.warnings_total"] == 0 == m["race.warnings_test_clear_young"]
     # Baseline walks under the write lock with a plain store: nothing to lose.
-    base = rr.race_metrics((BASE_R1 / "evidence" / "trace").read_text(), None)
+    base = rt.race_metrics((BASE_R1 / "evidence" / "trace").read_text(), None)
     assert "race.warnings_total" not in base  # no dmesg given: warnings unknown, not 0
     assert base["race.lost_races"] == 0 and base["race.walk_errors_age"] == 0
 
 
 def test_warning_titles_from_the_injected_console():
     # Real WARN_ON(kvm_pgtable_walk(...)) reports (injected through the gdbstub, see its README).
-    m = rr.race_metrics("", CONSOLE_WARN.read_text(errors="replace"))
+    m = rt.race_metrics("", CONSOLE_WARN.read_text(errors="replace"))
     assert m["race.warnings_test_clear_young"] == 3 and m["race.warnings_total"] == 4
     assert m["race.lost_races"] == 0
 
 
 def test_classify_from_a_real_pte():
     old = 0x40000102C5645B  # valid page, S2AP_R, AF set (first lost race of the v4 run)
-    assert rr.classify(old, old | rr.S2AP_W) == "perms"
-    assert rr.classify(old, old & ~rr.AF) == "ager"
-    assert rr.classify(old, (old | rr.S2AP_W) & ~rr.AF) == "perms"
-    assert old & rr.XN and rr.classify(old, old & ~rr.XN) == "perms"  # execute granted (exec fault)
-    assert rr.classify(old, rr.AF) == "invalid"  # KVM_INVALID_PTE_LOCKED
-    assert rr.classify(old, old) == "unchanged"
-    assert rr.classify(old, old + 0x1000) == "other"  # another output address
+    assert rt.classify(old, old | rt.S2AP_W) == "perms"
+    assert rt.classify(old, old & ~rt.AF) == "ager"
+    assert rt.classify(old, (old | rt.S2AP_W) & ~rt.AF) == "perms"
+    assert old & rt.XN and rt.classify(old, old & ~rt.XN) == "perms"  # execute granted (exec fault)
+    assert rt.classify(old, rt.AF) == "invalid"  # KVM_INVALID_PTE_LOCKED
+    assert rt.classify(old, old) == "unchanged"
+    assert rt.classify(old, old + 0x1000) == "other"  # another output address
 
 
 # ---- the report section -----------------------------------------------------

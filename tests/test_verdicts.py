@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.workload.evidence import WorkloadRun
+from orchestrator.workload.outcome import WorkloadRun
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED
 from orchestrator.judge.verdicts import NotMeasured, evaluate, load_all_expectations, load_expectations, verdict_steps

@@ -13,7 +13,7 @@ import functools
 
 import yaml
 
-from orchestrator.workload.evidence import LOCK_CLASSES
+from orchestrator.workload.outcome import LOCK_CLASSES
 from orchestrator.parsers.lockstat import METRIC_FIELDS
 from orchestrator.paths import PROJECT_ROOT
 

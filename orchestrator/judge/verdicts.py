@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator.errors import UserError
-from orchestrator.workload.evidence import WorkloadRun
+from orchestrator.workload.outcome import WorkloadRun
 from orchestrator.judge.metric_names import known_metric, known_metric_examples
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, Step
 

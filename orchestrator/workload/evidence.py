@@ -12,22 +12,21 @@ import re
 import shlex
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.vm.console import GuestCrashed
 from orchestrator.vm.shell import ConnectionLost, GuestShell
-from orchestrator.parsers.crashlog import Crash, find_crashes
+from orchestrator.parsers.crashlog import find_crashes
 from orchestrator.parsers.lockstat import parse_lock_stat, summary as lock_summary
 from orchestrator.parsers.lrugen import parse_lru_gen
 from orchestrator.parsers.tracestats import buffer_totals, parse_cpu_stats, parse_kprobe_profile, summarize_trace
 from orchestrator.parsers.vmstat import delta, parse_vmstat
-from orchestrator.reports.race import race_metrics
+from orchestrator.parsers.race_trace import race_metrics
 from orchestrator.vm.guest_paths import GUEST_EVIDENCE_DIR, GUEST_LIMIT_SIGNAL, SHELL_SIGNAL_BASE, WORKLOAD_CGROUP
 from orchestrator.workload.tracing import KPROBE_GROUP, TracepointSet
 from orchestrator.workload.definitions import Workload, parse_workload_output
+from orchestrator.workload.outcome import LOCK_CLASSES, WorkloadRun
 
-LOCK_CLASSES = {"&(kvm)->mmu_lock": "lock.mmu_lock"}
 # Files fetched after the run (guest name -> kept under the same name).
 EVIDENCE_FILES = ("lock_stat", "trace", "trace_stats", "kprobe_profile", "vmstat.before", "vmstat.after",
                   "lru_gen.before", "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out",
@@ -41,25 +40,6 @@ HOST_MARGIN_S = 120
 # "Memory cgroup out of memory: Killed process ..." (a memory.max limit).
 _OOM_KILL = re.compile(r"(?P<what>Memory cgroup out of memory|Out of memory): Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)")
 _FAULT_LINE = re.compile(r"unhandled|segfault|Unable to handle|general protection", re.I)
-
-
-@dataclass
-class WorkloadRun:
-    name: str
-    command: str
-    exit_status: int | None  # None: the workload did not finish (host-side timeout)
-    seconds: float
-    output: str
-    timed_out: bool
-    metrics: dict[str, float] = field(default_factory=dict)
-    crashes: list[Crash] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # evidence files that could not be fetched
-    via: str = "ssh"
-    ended_by: str = ""  # why it did not end normally: timeout, OOM kill, signal ... ("" if it exited)
-    ssh_lost: str = ""  # SSH dropped during the run (the rest used the serial console)
-    dmesg_excerpt: str = ""  # the guest kernel's lines about how it ended (OOM report, fault)
-    timed: bool = False  # nothing was armed: no lock_stat, kprobe or trace figures (orchestrator/workload/timing.py)
-    ages_kvm: bool = True  # the workload declares that it ages KVM memory (workloads/*.yaml `ages_kvm`)
 
 
 def _memcg_counter(text: str | None, name: str) -> int:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from orchestrator.vm.shell import GuestShell
 from orchestrator.workload.definitions import Workload
-from orchestrator.workload.evidence import WorkloadRun, run_workload
+from orchestrator.workload.evidence import run_workload
+from orchestrator.workload.outcome import WorkloadRun
 from orchestrator.workload.timing import host_facts, host_load, is_timed
 from orchestrator.workload.tracing import load_tracepoint_set
 
