@@ -43,12 +43,3 @@ def safe_name(name: str, *, what: str) -> str:
             hint="use 1-128 characters from A-Z a-z 0-9 . _ + - (not starting with . or -)",
         )
     return name
-
-
-def within(root: Path, candidate: Path) -> bool:
-    """True when candidate (resolved) lies inside root (resolved)."""
-    try:
-        candidate.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import proc
@@ -85,12 +85,6 @@ class PreparedSource:
     kernel_version: str
     identity: dict = field(default_factory=dict)
     in_place: bool = False  # True: the developer's tree, never modified by us
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["spec"] = {"kind": self.spec.kind, "path": str(self.spec.path), "ref": self.spec.ref}
-        d["repo"] = str(self.repo)
-        return d
 
 
 def kernel_version(tree: Path) -> str:

@@ -379,7 +379,7 @@ pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}details{{ma
 </body></html>"""
 
 
-def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]], md: str = "") -> str:
+def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> str:
     return render_html(_headline(matrix, recs), [r for r, _ in recs])
 
 

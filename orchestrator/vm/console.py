@@ -78,7 +78,9 @@ class _ShellExited(Exception):
     """Raised from interact()'s output filter to end the session."""
 
 
-_KMSG_FRAGMENT = re.compile(r"\[\s*\d+\.\d+\][^\n]*\n")
+# A kernel message line ("[   12.345678] ..."): printk output can land in the
+# middle of any console line, so parsers drop these before matching.
+KMSG_FRAGMENT = re.compile(r"\[\s*\d+\.\d+\][^\n]*\n")
 _READY_RE = re.compile(r"ORCH-READY uptime=([0-9.]+)")
 
 PR_SET_PDEATHSIG = 1
@@ -122,10 +124,8 @@ class GuestCrashed(ConsoleError):
 
 
 class CommandTimeout(ConsoleError):
-    def __init__(self, cmd: str, timeout: float, partial: str, last_lines: Sequence[str],
-                 log_path: Path | None = None):
+    def __init__(self, cmd: str, timeout: float, last_lines: Sequence[str], log_path: Path | None = None):
         self.cmd = cmd
-        self.partial_output = partial
         super().__init__(f"command did not finish in {timeout:g} s: {cmd}", last_lines, log_path)
 
 
@@ -162,7 +162,7 @@ def parse_command_output(text: str, nonce: str) -> tuple[int, str] | None:
     match = pattern.search(text)
     if match is None:
         # A kernel message may have split a marker: look again without them.
-        match = pattern.search(_KMSG_FRAGMENT.sub("", text.replace("\r", "")))
+        match = pattern.search(KMSG_FRAGMENT.sub("", text.replace("\r", "")))
     if match is None:
         return None
     return int(match.group(2)), re.sub(r"\r+\n", "\n", match.group(1))
@@ -525,11 +525,6 @@ class GuestConsole:
                 raise BootFailure(stage, "qemu-exit", self.last_lines, self.log_path,
                                   f"QEMU exited with status {self.exit_status}" + (f": {own[-1]}" if own else ""))
 
-    def boot(self, *, silence: float = 90.0, overall: float = 300.0) -> BootInfo:
-        if self._child is None:
-            self.start()
-        return self.wait_ready(silence=silence, overall=overall)
-
     # -- commands ---------------------------------------------------------------
     def _send(self, text: str) -> None:
         assert self._child is not None
@@ -576,9 +571,8 @@ class GuestConsole:
                 raise GuestCrashed("panic", self.last_lines, self.log_path, self.panic_line() or "")
             remaining = start + timeout - time.monotonic()
             if remaining <= 0:
-                partial = self._pending
                 self._interrupt()
-                raise CommandTimeout(cmd, timeout, partial, self.last_lines, self.log_path)
+                raise CommandTimeout(cmd, timeout, self.last_lines, self.log_path)
             if not self._read(min(0.5, remaining)):
                 self._finish_exit()
                 raise GuestCrashed("qemu-exit", self.last_lines, self.log_path, self.exit_detail())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from orchestrator import proc
 from orchestrator.errors import UserError
-from orchestrator.vm.console import _KMSG_FRAGMENT, BootFailure, BootInfo, GuestConsole
+from orchestrator.vm.console import KMSG_FRAGMENT, BootFailure, BootInfo, GuestConsole
 from orchestrator.vm.image import GuestImage, build_image
 from orchestrator.vm.machine import MachineShape, render_qemu_argv
 from orchestrator.vm.nested_kvm import PROBE_GUEST_PATH, build_kvm_probe
@@ -42,7 +42,7 @@ SSH_FAILED_MARKER = "ORCH-SSH failed"
 
 def sshd_problem(boot_log: str) -> str:
     """Why guest/init did not start sshd, from the boot log; "" if it did (or may have)."""
-    text = _KMSG_FRAGMENT.sub("", boot_log.replace("\r", ""))  # a kernel message may split a line
+    text = KMSG_FRAGMENT.sub("", boot_log.replace("\r", ""))  # a kernel message may split a line
     if SSH_FAILED_MARKER in text:
         return f"guest init could not start sshd ({SSH_FAILED_MARKER!r} on the console)"
     if SSH_MARKER not in text:
