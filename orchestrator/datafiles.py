@@ -253,7 +253,8 @@ class Mapping:
         present = {key: value for key, _, value in entries if not _is_null(value)}
         missing = {k: f.help for k, f in self.fields.items() if f.required and k not in present}
         if missing:
-            raise doc.fail(node, doc.wording.missing(at, missing, self.noun), self.hint or self.allowed())
+            raise doc.fail(node, doc.wording.missing(at, missing, self.noun),
+                           self.hint or "add " + "; ".join(f"{k} ({h})" if h else k for k, h in missing.items()))
         out = {}
         for key, value in present.items():
             out[key] = doc.walk(self.fields[key].schema, value, (*at, key))

@@ -10,8 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from orchestrator import datafiles
 from orchestrator.errors import UserError
 from orchestrator.paths import PROJECT_ROOT, safe_name
 
@@ -22,7 +21,7 @@ _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(\+0x[0-9a-f]+|\+[0-9]+)?$")
 _PROBE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Event filter of a recorded probe: field comparisons joined by && / || (see
 # Documentation/trace/events.rst, "Event filtering"), e.g. "ret != 0".
-_FILTER = re.compile(r"^[A-Za-z0-9_ =!<>&|()\-]+$")
+_FILTER_TEXT = r"[A-Za-z0-9_ =!<>&|()\-]*"
 KPROBE_GROUP = "orch"
 
 
@@ -84,32 +83,41 @@ class TracepointSet:
         return "\n".join(lines)
 
 
+_F = datafiles.Field
+_KPROBE = datafiles.Mapping({
+    "name": _F(datafiles.Str(pattern=_PROBE_NAME.pattern, matching="lower_snake (a-z, 0-9, _)"), required=True,
+               help="probe name: metrics kprobe.NAME.hits"),
+    "symbol": _F(datafiles.Str(pattern=_SYMBOL.pattern, matching="a kernel symbol, optionally +offset"), required=True,
+                 help="kernel function to probe"),
+    "kind": _F(datafiles.Str(choices=("p", "r")), default="p", help="p entry probe, r return probe"),
+    "fetch": _F(datafiles.Str(pattern=r"[A-Za-z0-9_=$%+:()\- ]*", matching="fetch args of [A-Za-z0-9_=$%+:()- ]"),
+                default="", help="fetch args, e.g. ret=$retval"),
+    "record": _F(datafiles.Bool(), default=False, help="true: record events, not only count hits"),
+    "filter": _F(datafiles.Str(pattern=_FILTER_TEXT, matching="an event filter of [A-Za-z0-9_ =!<>&|()-]",
+                               hint='e.g. filter: "ret != 0"'), default="", help="with record: events to keep"),
+}, expected="a mapping {name: lower_snake, symbol: kernel_symbol[+off]}")
+TRACEPOINT_SET_SCHEMA = datafiles.Mapping({
+    "name": _F(datafiles.Str(), help="the set's name (the file name is what counts)"),
+    "buffer_size_kb": _F(datafiles.Int(64, 65536, hint="per-CPU trace buffer size in KiB"), default=1024,
+                         help="per-CPU buffer, 64..65536"),
+    "events": _F(datafiles.List(datafiles.Str(pattern=_EVENT.pattern, matching="group:event (lower case, digits, _)"),
+                                expected="a list of group:event names"), default=[], help="tracepoints to enable"),
+    "kprobes": _F(datafiles.List(_KPROBE, expected="a list of kprobes"), default=[], help="kprobes to count or record"),
+})
+
+
 def load_tracepoint_set(name: str) -> TracepointSet:
     safe_name(name, what="tracepoint set")
     path = TRACEPOINTS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in TRACEPOINTS_DIR.glob("*.yaml")))
         raise UserError(f"unknown tracepoint set {name!r}", hint=f"known sets: {known}")
-    data = yaml.safe_load(path.read_text()) or {}
-    events = tuple(data.get("events") or ())
-    for i, ev in enumerate(events):
-        if not isinstance(ev, str) or not _EVENT.match(ev):
-            raise UserError(f"{path}: events[{i}] = {ev!r}: expected group:event (lower case, digits, _)")
+    doc = datafiles.load(path, TRACEPOINT_SET_SCHEMA, what="tracepoint set")
     kprobes = []
-    for i, kp in enumerate(data.get("kprobes") or ()):
-        if not isinstance(kp, dict) or not _PROBE_NAME.match(str(kp.get("name", ""))) or not _SYMBOL.match(str(kp.get("symbol", ""))):
-            raise UserError(f"{path}: kprobes[{i}]: expected {{name: lower_snake, symbol: kernel_symbol[+off]}}")
-        kind = str(kp.get("kind", "p"))
-        fetch = str(kp.get("fetch", ""))
-        if kind not in ("p", "r") or not re.fullmatch(r"[A-Za-z0-9_=$%+:()\- ]*", fetch):
-            raise UserError(f"{path}: kprobes[{i}]: kind must be p or r; fetch args may use [A-Za-z0-9_=$%+:()- ]")
-        record = bool(kp.get("record", False))
-        filt = str(kp.get("filter", "")).strip()
-        if filt and (not record or not _FILTER.match(filt)):
-            raise UserError(f"{path}: kprobes[{i}].filter: {filt!r}: a filter needs record: true and may use "
-                            "[A-Za-z0-9_ =!<>&|()-] only", hint='e.g. filter: "ret != 0"')
-        kprobes.append(Kprobe(kp["name"], kp["symbol"], kind, fetch, record, filt))
-    size = int(data.get("buffer_size_kb", 1024))
-    if not 64 <= size <= 65536:
-        raise UserError(f"{path}: buffer_size_kb must be 64..65536 (per CPU)")
-    return TracepointSet(name, events, tuple(kprobes), size, path)
+    for i, kp in enumerate(doc.data["kprobes"]):
+        filt = kp["filter"].strip()
+        if filt and not kp["record"]:
+            raise doc.error(("kprobes", i, "filter"), f"{filt!r}: a filter needs record: true",
+                            hint="add `record: true` or drop the filter (a count-only probe records nothing)")
+        kprobes.append(Kprobe(kp["name"], kp["symbol"], kp["kind"], kp["fetch"], kp["record"], filt))
+    return TracepointSet(name, tuple(doc.data["events"]), tuple(kprobes), doc.data["buffer_size_kb"], path)
