@@ -220,7 +220,8 @@ class List:
         out = []
         for i, item in enumerate(node.value):
             if scalar_items and not isinstance(item, yaml.ScalarNode):
-                raise doc.fail(item, doc.wording.wrong_type(at, f"{shown(item)} at [{i}]", self.expected), self.hint)
+                raise doc.fail(item, doc.wording.wrong_type(at, f"{shown(item)} at [{i}]", self.expected),
+                               self.hint or f"write {self.expected} there")
             out.append(doc.walk(self.items, item, (*at, i)))
         return out
 

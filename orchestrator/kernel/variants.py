@@ -3,34 +3,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from orchestrator import datafiles
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.kernel.series import Series, load_series
 
 VARIANTS_FILE = "variants.yaml"
 
 
+class _VariantsWording(datafiles.Wording):
+    """`variants.v4: must be a list of patch file names`, as variants files always said."""
+
+    def wrong_type(self, at: datafiles.KeyPath, got: str, expected: str) -> str:
+        return self.say(at, f"must be {expected}, got {got}")
+
+
+VARIANTS_SCHEMA = datafiles.Mapping({
+    "variants": datafiles.Field(
+        datafiles.MapOf(datafiles.List(datafiles.Str(), expected="a list of patch file names"),
+                        expected="a mapping {name: [patch, ...]}"),
+        required=True, help="name: [patch, ...], applied in order"),
+}, expected="a mapping `variants: {name: [patch, ...]}`")
+
+
 def load_variants(series_dir: Path) -> dict[str, list[str]]:
     path = series_dir / VARIANTS_FILE
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from exc
-    variants = data.get("variants") if isinstance(data, dict) else None
-    if not isinstance(variants, dict):
-        raise UserError(f"{path}: expected a mapping `variants: {{name: [patch, ...]}}`")
-    out: dict[str, list[str]] = {}
+    doc = datafiles.load(path, VARIANTS_SCHEMA, what="variants", wording=_VariantsWording())
+    variants: dict[str, list[str]] = doc.data["variants"]
     for name, patches in variants.items():
-        if not isinstance(patches, list) or not all(isinstance(p, str) for p in patches):
-            raise UserError(f"{path}: variants.{name} must be a list of patch file names")
         missing = [p for p in patches if not (series_dir / p).is_file()]
         if missing:
-            raise UserError(f"{path}: variants.{name} lists missing patch(es): {', '.join(missing)}")
-        out[str(name)] = patches
-    return out
+            raise doc.error(("variants", name), f"lists missing patch(es): {', '.join(missing)}",
+                            hint=f"patch files are named relative to {series_dir}")
+    return variants
 
 
 def resolve(series_path: Path | None, variant: str | None) -> tuple[str, Series | None]:
