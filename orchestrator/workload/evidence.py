@@ -1,9 +1,9 @@
 """Run one workload in the guest with its collectors, fetch the raw evidence,
 and turn it into flat metrics.
 
-Order in the guest: snapshots (vmstat, lru_gen) -> tracing on -> clear
+Order in the guest: snapshots (vmstat, memcg events) -> tracing on -> clear
 lock_stat -> workload in its own memcg, under a time limit -> tracing off ->
-snapshots again.  Raw files land in the cell directory before anything is
+snapshots again, and lru_gen (only its state after the run is parsed).  Raw files land in the cell directory before anything is
 parsed, so a parser bug never loses a measurement.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from orchestrator.workload.outcome import LOCK_CLASSES, WorkloadRun
 
 # Files fetched after the run (guest name -> kept under the same name).
 EVIDENCE_FILES = ("lock_stat", "trace", "trace_stats", "kprobe_profile", "vmstat.before", "vmstat.after",
-                  "lru_gen.before", "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out",
+                  "lru_gen.after", "lru_gen_enabled", "dmesg", "workload.out",
                   "memcg.events.before", "memcg.events.after")
 # What a timed run does not collect (nothing is armed to produce them).
 PROBE_FILES = frozenset({"lock_stat", "trace", "trace_stats", "kprobe_profile"})
@@ -84,7 +84,6 @@ def classify_end(exit_status: int | None, seconds: float, limit: int, dmesg: str
 def _setup_script(tpset: TracepointSet | None, timed: bool = False) -> str:
     e = GUEST_EVIDENCE_DIR
     lines = [f"rm -rf {e}; mkdir -p {e}", f"cat /proc/vmstat > {e}/vmstat.before",
-             f"cat /sys/kernel/debug/lru_gen > {e}/lru_gen.before 2>/dev/null",
              f"cat /sys/kernel/mm/lru_gen/enabled > {e}/lru_gen_enabled 2>/dev/null",
              f"mkdir -p {WORKLOAD_CGROUP}", f"cat {WORKLOAD_CGROUP}/memory.events > {e}/memcg.events.before 2>/dev/null",
              "dmesg -c > /dev/null"]
