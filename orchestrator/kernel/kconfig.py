@@ -12,9 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from orchestrator import proc
+from orchestrator import datafiles, proc
 from orchestrator.errors import OptionsDropped, UserError, did_you_mean
 from orchestrator.kernel.kconfig_deps import KconfigTree, explain
 from orchestrator.paths import KERNEL_CONFIGS_DIR, safe_name
@@ -98,26 +96,36 @@ def sets_file() -> Path:
     return KERNEL_CONFIGS_DIR / "sets.yaml"
 
 
+_TARGET_HINT = "use allnoconfig, defconfig, tinyconfig or NAME_defconfig (arch/arm64/configs/)"
+_FRAGMENT_NAMES = datafiles.List(datafiles.Str(), expected="a list of fragment names")
+# One set: [fragment, ...] on allnoconfig, or {base: TARGET, fragments: [...]}.
+CONFIG_SET_SCHEMA = datafiles.OneOf((
+    _FRAGMENT_NAMES,
+    datafiles.Mapping({
+        "base": datafiles.Field(datafiles.Str(pattern=_CONFIG_TARGET.pattern, matching="a config target", hint=_TARGET_HINT),
+                                default="allnoconfig", help="in-tree config target the fragments go onto"),
+        "fragments": datafiles.Field(_FRAGMENT_NAMES, default=[], help="merged in order"),
+    }, hint="a set is a list of fragments, or a mapping with 'base' (a config target) and 'fragments'"),
+), expected="a list of fragment names, or {base: TARGET, fragments: [...]}")
+# Each set is checked when it is used, so one bad set does not stop the others.
+SETS_SCHEMA = datafiles.Mapping({
+    "sets": datafiles.Field(datafiles.MapOf(datafiles.Later()), default={}, help="name: fragments"),
+    "default": datafiles.Field(datafiles.Str(), help="the set used when none is named"),
+    "timed": datafiles.Field(datafiles.List(datafiles.Str(), expected="a list of config set names"), default=[],
+                             help="sets whose cells are timed"),
+})
+
+
 def load_config_set(spec: str | None) -> ConfigSet:
     """A named set from kernel_configs/sets.yaml, or a comma list of fragments."""
-    data = yaml.safe_load(sets_file().read_text()) or {}
-    sets = data.get("sets") or {}
-    name = spec or data.get("default") or "evidence"
+    doc = datafiles.load(sets_file(), SETS_SCHEMA, what="config sets", wording=datafiles.KeyNamedInText())
+    sets = doc.data["sets"]
+    name = spec or doc.data.get("default") or "evidence"
     base = "allnoconfig"
     if name in sets:
-        names = sets[name]
-        if isinstance(names, dict):  # {base: defconfig, fragments: [...]}
-            unknown = sorted(set(names) - {"base", "fragments"})
-            if unknown:
-                raise UserError(f"{sets_file()}: sets.{name}: unknown key {unknown[0]!r}",
-                                hint="a set is a list of fragments, or a mapping with 'base' (a config target) and 'fragments'")
-            base = names.get("base", base)
-            if not isinstance(base, str) or not _CONFIG_TARGET.match(base):
-                raise UserError(f"{sets_file()}: sets.{name}.base {base!r} is not a config target",
-                                hint="use allnoconfig, defconfig, tinyconfig or NAME_defconfig (arch/arm64/configs/)")
-            names = names.get("fragments") or []
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise UserError(f"{sets_file()}: sets.{name} must be a list of fragment names")
+        names = doc.check(("sets", name), CONFIG_SET_SCHEMA)
+        if isinstance(names, dict):
+            base, names = names["base"], names["fragments"]
     elif "," in name or (KERNEL_CONFIGS_DIR / f"{name}.config").is_file() or name.endswith(".config"):
         names = [n.strip() for n in name.split(",") if n.strip()]
         name = "+".join(Path(n).stem for n in names)
