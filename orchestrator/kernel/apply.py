@@ -27,7 +27,7 @@ from pathlib import Path
 
 from orchestrator import proc
 from orchestrator.errors import UserError
-from orchestrator.kernel.series import Hunk, Patch, Series, parse_diff
+from orchestrator.kernel.series import Hunk, Patch, Series, parse_diff, read_mail
 from orchestrator.kernel.source import git, git_env
 
 STATUSES = ("applied", "applied-offset", "applied-3way", "failed", "not-attempted")
@@ -301,19 +301,19 @@ def _store(repo: Path, series: Series, base: str, result: ApplyResult) -> None:
     git(repo, "update-ref", ref, result.head)  # the ref is written last: it marks the entry complete
 
 
-def _mail_patch(repo: Path, mail_text: str, tmp: Path) -> Path:
-    """The diff exactly as git am will apply it (git mailinfo decodes QP/base64)."""
-    patch = tmp / "patch.diff"
-    rc, out = _run(repo, "mailinfo", str(tmp / "msg"), str(patch), input_text=mail_text)
-    if rc != 0 or not patch.is_file():
-        raise UserError(f"git mailinfo could not read the mail: {out.strip()[-500:]}")
-    return patch
+def _mail_patch(mail_text: str, tmp: Path) -> Path:
+    """The diff exactly as git am will apply it (git mailinfo decodes QP/base64),
+    read as series.py reads the mail when loading it."""
+    info = read_mail(mail_text, tmp)
+    if info.problem:
+        raise UserError(f"git mailinfo could not read the mail: {info.problem}")
+    return info.patch_file
 
 
 def _apply_one(repo: Path, patch: Patch, tmp: Path) -> PatchResult:
     mail = tmp / "mail"
     mail.write_text(patch.text, encoding="utf-8", errors="replace")
-    diff_file = _mail_patch(repo, patch.text, tmp)
+    diff_file = _mail_patch(patch.text, tmp)
     hunks = parse_diff(diff_file.read_text(encoding="utf-8", errors="replace")).hunks
     rc, out = _run(repo, "apply", "--check", "--verbose", str(diff_file))
     check = parse_apply_output(out, hunks)

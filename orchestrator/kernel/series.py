@@ -9,25 +9,29 @@ Accepted inputs (all end up as one `Patch` per mail, in application order):
   - a single mail without the leading `From ` line (archives save them so);
   - a plain diff without mail headers (headers are synthesised).
 
-Mails without a diff (cover letters, replies) are recorded as skipped.  Only
-the diff parser looks at the contents; the text handed to `git am` is the mail
-as given, with a fixed `From ` line in front.  Everything here is pure except
-`load_series`, which reads files.
+Mails without a diff (cover letters, replies) are recorded as skipped.  The
+text handed to `git am` is the mail as given, with a fixed `From ` line in
+front.  Reading mails is left to git, so a mail means here what it means to
+`git am`: `git mailsplit` splits an mbox, `git mailinfo` decodes the headers
+(RFC 2047, folding) and the body (base64, quoted-printable, MIME parts).
+What git does not do stays here: the kinds of input, CRLF detection, the diff
+parser (hunk numbers for apply.py's failure reports, paths outside the tree
+named as written, binary diffs; `git apply --numstat` neither checks paths nor
+reads a corrupt diff), and the numbering/revision checks.
 """
 from __future__ import annotations
 
 import dataclasses
-import email
-import email.errors
-import email.header
-import email.parser
-import email.policy
 import gzip
 import hashlib
+import os
 import re
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import proc
 from orchestrator.errors import UserError
 
 # What `git format-patch` writes; git ignores the contents of this line, so
@@ -258,89 +262,111 @@ def parse_diff(text: str) -> DiffInfo:
     return DiffInfo(tuple(files), tuple(hunks), binary, tuple(bad), has_diff)
 
 
-# ---------------------------------------------------------------- mail parsing
+# ---------------------------------------------------------------- git's mail tools
 
-# Like git mailsplit's is_from_line(): "From <anything> ... hh:mm ... year".
-_FROM_LINE_RE = re.compile(r"^From \S+.*\d:\d\d.*\d{4}\s*$")
-_HEADER_RE = re.compile(r"^[!-9;-~]+:")  # RFC 5322 field name then a colon
+GIT_TIMEOUT = 120  # s for one git mailsplit/mailinfo run (its input is at most MAX_PATCH_BYTES)
 _COVER_RE = re.compile(r"\[[^\]]*\b0+/\d+\s*\]")
 _DIFF_START_RE = re.compile(r"^(diff -|--- \S|Index: \S)", re.M)
 
 
-def is_from_line(line: str) -> bool:
-    return bool(_FROM_LINE_RE.match(line.rstrip("\r\n")))
+def _encode(text: str) -> bytes:
+    # surrogatepass: any str, even one with lone surrogates, goes through git and back unchanged.
+    return text.encode("utf-8", errors="surrogatepass")
 
 
-def split_mbox(text: str) -> list[tuple[int, str]]:
-    """(1-based line of the From_ line, mail without it) for each mail of an mbox."""
+def _git(args: list[str], workdir: Path, *, stdin: Path | None = None) -> tuple[int, bytes, str]:
+    """(exit status, stdout, stderr) of a git mail tool run in workdir.
+
+    Outside any repository (GIT_CEILING_DIRECTORIES): the config of a
+    repository around the temp dir must not change how a mail reads.  Input
+    goes through a file, not proc.run's text pipe, so no locale re-encodes it."""
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(workdir.parent))
+    with open(stdin or os.devnull, "rb") as infile, proc.managed(
+        ["git", *args], cwd=workdir, env=env, stdin=infile, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        try:
+            out, err = child.communicate(timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise proc.CommandTimedOut(child.args, GIT_TIMEOUT) from None
+    return child.returncode, out, err.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class MailInfo:
+    """One mail as `git mailinfo` (which git am runs) reads it."""
+
+    headers: dict[str, str]  # "Author", "Email", "Subject", "Date": those the mail has, decoded
+    patch_file: Path  # the diff part, transfer encoding undone: what git am applies
+    problem: str = ""  # why git am would refuse the mail (mailinfo's output), "" if it would not
+
+    @property
+    def is_mail(self) -> bool:
+        """False for text without From/Subject/Date headers (a plain diff)."""
+        return bool(self.headers.keys() & {"Author", "Subject", "Date"})
+
+    def patch(self) -> str:
+        return self.patch_file.read_text(encoding="utf-8", errors="replace")
+
+
+def read_mail(mail: str, workdir: Path) -> MailInfo:
+    """`git mailinfo` on one mail (a From_ line is optional); its files go to workdir.
+
+    -k keeps the subject as written ("[PATCH v2 1/3] ..." is what the numbering
+    checks read); --no-inbody-headers takes the mail's own headers, not a
+    "From:"/"Subject:" at the top of the body; -c and --no-scissors keep a
+    user's git config (i18n.commitEncoding, mailinfo.scissors) out; -u re-codes
+    the headers to UTF-8 (git 2.39's --encoding=UTF-8 does not).  A mail git
+    cannot re-code (unknown charset) stops mailinfo before the diff, so it is
+    read again without re-coding (-n) and `problem` says why git am would fail.
+    """
+    src, patch = workdir / "mailinfo-in", workdir / "mailinfo-patch"
+    src.write_bytes(_encode(mail))
+    problem = ""
+    for recode in ("-u", "-n"):
+        rc, out, err = _git(["-c", "i18n.commitEncoding=UTF-8", "mailinfo", "-k", recode, "--no-inbody-headers",
+                             "--no-scissors", "mailinfo-msg", patch.name], workdir, stdin=src)
+        info = out.decode("utf-8", errors="replace")
+        if rc == 0 and patch.is_file():
+            break
+        problem = problem or (info + err).strip()[-500:]
+    else:
+        raise UserError(f"git mailinfo could not read the mail: {problem}")
+    headers: dict[str, str] = {}
+    for line in info.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:  # a subject with an encoded newline comes as several "Subject:" lines
+            headers[key] = f"{headers[key]} {value}".strip() if key in headers else value.strip()
+    return MailInfo(headers, patch, problem)
+
+
+def split_mbox(text: str, workdir: Path, *, source: str) -> list[tuple[int, str]] | None:
+    """(1-based line of the From_ line, mail without it) for each mail, as
+    `git mailsplit` splits `text`; None if git takes it for a lone mail (its
+    first line is no From_ line).  Lines are counted at "\\n", as git does."""
+    if not text.startswith("From "):
+        return None  # git mailsplit would say "corrupt mailbox": spare the process
+    # Every From_ line starts with "From ": bound the mail count before git writes a file per mail.
+    if len(re.findall(r"^From ", text, re.M)) > MAX_PATCHES:
+        raise UserError(f"{source}: more than {MAX_PATCHES} mails", hint="split the mbox")
+    mbox, out_dir = workdir / "mbox", workdir / "mailsplit"
+    mbox.write_bytes(_encode(text))
+    out_dir.mkdir()
+    # --keep-cr: whether a mail has CRLF line endings is judged per mail (_make_patch), and reported.
+    rc, _, err = _git(["mailsplit", "--keep-cr", f"-o{out_dir.name}", "--", mbox.name], workdir)
+    if rc != 0:
+        if "corrupt mailbox" in err:
+            return None
+        raise UserError(f"{source}: git mailsplit could not split the mbox: {err.strip()[-500:]}")
     mails: list[tuple[int, str]] = []
-    start_line, buf = 0, []
-    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
-        if is_from_line(line):
-            if start_line:
-                mails.append((start_line, "".join(buf)))
-            start_line, buf = lineno, []
-        else:
-            buf.append(line)
-    if start_line:
-        mails.append((start_line, "".join(buf)))
+    line = 1
+    for part in sorted(out_dir.iterdir(), key=lambda f: int(f.name)):  # 0001, 0002 ... 10000
+        raw = part.read_bytes().decode("utf-8", errors="surrogatepass")  # bytes as we wrote them
+        mails.append((line, raw.partition("\n")[2]))  # each part starts with its From_ line
+        line += raw.count("\n")
     return mails
 
 
-def _header_block(text: str) -> tuple[str, str] | None:
-    """(headers, body) if text starts with RFC 5322 headers naming From/Subject/Date."""
-    lines = text.splitlines(keepends=True)
-    names: set[str] = set()
-    for i, line in enumerate(lines):
-        bare = line.rstrip("\r\n")
-        if bare == "":
-            if i == 0:
-                return None
-            break
-        if bare[:1] in (" ", "\t") and i > 0:
-            continue  # folded continuation
-        if not _HEADER_RE.match(bare):
-            return None
-        names.add(bare.split(":", 1)[0].lower())
-    else:
-        i = len(lines)
-    if not names & {"from", "subject", "date"}:
-        return None
-    return "".join(lines[:i]), "".join(lines[i + 1 :])
-
-
-def _decode_header(value: str) -> str:
-    """RFC 2047 decoding, folded lines joined; never raises on odd input."""
-    try:
-        text = str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        text = value
-    return re.sub(r"\s*\r?\n[ \t]+", " ", text).strip()
-
-
-def _analysis_text(mail: str, headers) -> str:
-    """The body to look for diffs in: decoded when it is base64/QP or multipart,
-    which `git am` decodes too (the raw mail is what git gets)."""
-    cte = (headers.get("Content-Transfer-Encoding") or "").strip().lower()
-    ctype = (headers.get("Content-Type") or "").strip().lower()
-    if cte not in ("base64", "quoted-printable") and not ctype.startswith("multipart/"):
-        return mail
-    try:
-        msg = email.message_from_string(mail, policy=email.policy.compat32)
-        parts = []
-        for part in msg.walk():
-            if part.is_multipart():
-                continue
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                charset = part.get_content_charset() or "utf-8"
-                try:
-                    parts.append(payload.decode(charset, errors="replace"))
-                except LookupError:
-                    parts.append(payload.decode("utf-8", errors="replace"))
-        return "\n".join(parts)
-    except Exception:  # a malformed MIME mail: fall back to the raw text
-        return mail
+# ---------------------------------------------------------------- mails to patches
 
 
 def _normalised_hash(text: str) -> str:
@@ -369,7 +395,7 @@ def _validate(info: DiffInfo, *, name: str, source: str) -> None:
         )
 
 
-def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str) -> Patch | Skipped:
+def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str, workdir: Path) -> Patch | Skipped:
     """A mail (without From_ line) or a plain diff -> Patch, or Skipped if it has no diff."""
     if len(mail.encode("utf-8", errors="replace")) > MAX_PATCH_BYTES:
         raise UserError(
@@ -383,11 +409,14 @@ def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str) -> 
         # --keep-cr would compare every context line with a trailing CR and fail.
         mail = mail.replace("\r\n", "\n")
         notes = ("the mail had CRLF line endings; converted to LF before applying",)
-    block = _header_block(mail)
-    if block is not None:
-        headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(block[0] + "\n")
-        subject = _decode_header(headers.get("Subject") or "") or fallback_subject
-        info = parse_diff(_analysis_text(mail, headers))
+    try:
+        mailinfo = read_mail(mail, workdir) if mail.strip() else None  # git refuses a blank mail
+    except UserError as exc:
+        raise UserError(f"{source}: patch {name}: {exc.message}",
+                        hint="git am would refuse this mail too: fix or drop it") from exc
+    if mailinfo is not None and mailinfo.is_mail:
+        subject = mailinfo.headers.get("Subject") or fallback_subject
+        info = parse_diff(mailinfo.patch())
         if not info.has_diff:
             cover = bool(_COVER_RE.search(subject))
             return Skipped(name, subject, "cover letter (no diff)" if cover else "no diff in this mail", source)
@@ -415,35 +444,37 @@ def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str) -> 
 
 
 def parse_file_text(text: str, *, file_name: str, source: str) -> list[Patch | Skipped]:
-    """Every mail of one input file, in order (pure: text in, patches out).
+    """Every mail of one input file, in order (text in, patches out; git reads
+    the mails in a temp dir).
 
     Patches of a file holding several get names "FILE#N" (N counts patches, not
     skipped mails); a file with one patch is named by the file name alone.
     """
     stripped = text.lstrip("\r\n")
-    first = stripped.split("\n", 1)[0]
-    if is_from_line(first):
+    with tempfile.TemporaryDirectory(prefix="orchestrator-series-") as tmp:
+        workdir = Path(tmp)
+        split = split_mbox(stripped, workdir, source=source)
+        if split is None:
+            return [_make_patch(stripped, name=file_name, source=source, fallback_subject=file_name, workdir=workdir)]
         lead = text[: len(text) - len(stripped)].count("\n")
-        mails = [(line + lead, mail) for line, mail in split_mbox(stripped)]
-        if len(mails) > MAX_PATCHES:
-            raise UserError(f"{source}: more than {MAX_PATCHES} mails", hint="split the mbox")
+        mails = [(line + lead, mail) for line, mail in split]
         items: list[Patch | Skipped] = [
             # Final names ("FILE#N", N counting patches) are given below; errors name the mail.
-            _make_patch(mail, name=f"{file_name} (mail {i})", source=f"{source}:{line}", fallback_subject=file_name)
+            _make_patch(mail, name=f"{file_name} (mail {i})", source=f"{source}:{line}", fallback_subject=file_name,
+                        workdir=workdir)
             for i, (line, mail) in enumerate(mails, 1)
         ]
-        n_patches = sum(isinstance(x, Patch) for x in items)
-        out: list[Patch | Skipped] = []
-        count = 0
-        for (line, _mail), item in zip(mails, items):
-            if isinstance(item, Patch):
-                count += 1
-                nm = file_name if n_patches == 1 else f"{file_name}#{count}"
-                out.append(_renamed(item, nm))
-            else:
-                out.append(Skipped(f"{file_name}:{line}", item.subject, item.reason, item.source))
-        return out
-    return [_make_patch(stripped, name=file_name, source=source, fallback_subject=file_name)]
+    n_patches = sum(isinstance(x, Patch) for x in items)
+    out: list[Patch | Skipped] = []
+    count = 0
+    for (line, _mail), item in zip(mails, items):
+        if isinstance(item, Patch):
+            count += 1
+            nm = file_name if n_patches == 1 else f"{file_name}#{count}"
+            out.append(_renamed(item, nm))
+        else:
+            out.append(Skipped(f"{file_name}:{line}", item.subject, item.reason, item.source))
+    return out
 
 
 def _renamed(p: Patch, name: str) -> Patch:
