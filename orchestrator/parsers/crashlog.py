@@ -44,9 +44,8 @@ except ImportError:  # pragma: no cover - Python < 3.11
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 import ahocorasick_rs
-import yaml
 
-from orchestrator.errors import UserError
+from orchestrator import datafiles
 
 PATTERNS_FILE = Path(__file__).with_name("crash_patterns.yaml")
 MAX_LINE_CHARS = 1024
@@ -169,13 +168,6 @@ class Crash:
 
 # --------------------------------------------------------------------------- loading
 
-def _compile(rx: str, where: str) -> re.Pattern[str]:
-    try:
-        return re.compile(rx)
-    except re.error as exc:
-        raise UserError(f"{where}: bad regular expression {rx!r}: {exc}", hint="fix the regex in the crash patterns file") from exc
-
-
 def _literal_keyword(rx: str) -> str:
     """The longest run of literal characters that every match of `rx` contains
     (literals inside plain groups count: "INFO: (?P<f>rcu_\\w+)" gives "INFO: rcu_")."""
@@ -202,103 +194,105 @@ def _literal_keyword(rx: str) -> str:
     return max(best, run, key=len)
 
 
-def _frame_source(item: object, where: str) -> FrameSource:
-    if item in ("pc", "header", "trace"):
-        return str(item)
-    if isinstance(item, dict) and set(item) == {"after"}:
-        return AfterMarker(_compile(str(item["after"]), where))
-    raise UserError(f"{where}: frames entry {item!r} is not one of pc, header, trace or {{after: REGEX}}",
-                    hint="list where the guilty frame comes from, in order")
+_F, _Str, _Regex, _List = datafiles.Field, datafiles.Str, datafiles.Regex, datafiles.List
+_FRAME_SOURCE = datafiles.OneOf((
+    _Str(choices=("pc", "header", "trace")),
+    datafiles.Mapping({"after": _F(_Regex(), required=True, help="frames on the lines after a line matching this")}),
+), expected="pc, header, trace or {after: REGEX}", hint="list where the guilty frame comes from, in order")
+PATTERN_SCHEMA = datafiles.Mapping({
+    "name": _F(_Str(), required=True, help="unique id"),
+    "kind": _F(_Str(), required=True, help="category: warning, bug, oops, panic, lockdep, ..."),
+    "source": _F(_Str(), help="the kernel's printk format (file function)"),
+    "header": _F(_Regex(), required=True, help="regex searched in each line; named groups usable in title"),
+    "keyword": _F(_Str(), help="a literal every header line contains (found automatically)"),
+    "title": _F(_Str(), required=True, help="str.format template; {frame} is the guilty frame"),
+    "frames": _F(_List(_FRAME_SOURCE, expected="a list of frame sources"), default=[],
+                 help="where the guilty frame comes from, in order"),
+    "skip": _F(_List(_Regex()), default=[], help="regexes of frames this format skips"),
+    "extractor": _F(_Str(choices=("stall", "hang")), default="", help="stall or hang"),
+    "end": _F(_Regex(), help="regex: the report ends at this line"),
+    "end_after_trace": _F(datafiles.Bool(), default=False, help="the report ends after its first call trace"),
+    "detail": _F(datafiles.OneOf((_Regex(), _List(_Regex())), expected="a regex or a list of regexes"), default=[],
+                 help="regexes searched in the following lines"),
+    "part_of": _F(_List(_Str()), default=[], help="names of reports this header continues"),
+    "attach_to_previous": _F(datafiles.Bool(), default=False, help="a panic caused by the report before it"),
+    "corrupted": _F(datafiles.Scalar(), default="", help="a reason: this format means the log lost the real report"),
+    "max_lines": _F(datafiles.Int(1), help="bound on the excerpt"),
+}, hint="see the comment at the top of crash_patterns.yaml")
+PATTERNS_SCHEMA = datafiles.Mapping({
+    "max_lines": _F(datafiles.Int(1), default=200, help="default bound on an excerpt"),
+    "patterns": _F(_List(PATTERN_SCHEMA, expected="a list of report formats"), required=True,
+                   help="report formats, most specific first"),
+    "skip_frames": _F(_List(_Regex()), default=[], help="regexes of generic frames"),
+    "frame_prefixes": _F(_List(_Str()), default=[], help="prefixes stripped from frame names"),
+    "stall": _F(datafiles.Mapping({
+        "interrupt_frames": _F(_Regex(), help="frames of interrupt entry"),
+        "anchors": _F(_List(_Regex()), default=[], help="dispatcher frames"),
+    }), default={}, help="extractor: stall"),
+    "hang": _F(datafiles.Mapping({
+        "anchors": _F(datafiles.MapOf(datafiles.Scalar()), default={}, help="frame: group name"),
+        "skip": _F(_List(_Str(numbers_as_text=True)), default=[], help="words of frames to pass over"),
+    }), default={}, help="extractor: hang"),
+}, expected="a mapping with a 'patterns' list", hint="see the comment at the top of crash_patterns.yaml")
 
 
-KNOWN_KEYS = {"name", "kind", "source", "header", "keyword", "title", "frames", "skip", "extractor", "end",
-              "end_after_trace", "detail", "part_of", "attach_to_previous", "corrupted", "max_lines"}
-
-
-def _closest(word: str, choices: Iterable[str]) -> str:
-    import difflib
-    best = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f" (did you mean {best[0]!r}?)" if best else ""
-
-
-def _load_pattern(entry: object, i: int, path: Path, default_max: int) -> Pattern:
-    where = f"{path}: patterns[{i}]"
-    missing = [k for k in ("name", "kind", "header", "title") if not isinstance(entry, dict) or k not in entry]
-    if missing:
-        raise UserError(f"{where}: missing {', '.join(missing)}", hint="each pattern needs name, kind, header and title")
-    assert isinstance(entry, dict)
-    where = f"{path}: pattern {entry['name']!r}"
-    for key in entry:
-        if key not in KNOWN_KEYS:
-            raise UserError(f"{where}: unknown key {key!r}{_closest(str(key), KNOWN_KEYS)}",
-                            hint=f"allowed keys: {', '.join(sorted(KNOWN_KEYS))}")
-    header = _compile(entry["header"], where)
-    details = entry.get("detail") or []
-    details = [details] if isinstance(details, str) else details
-    detail = tuple(_compile(d, where) for d in details)
-    frames = tuple(_frame_source(x, where) for x in entry.get("frames") or ())
+def _load_pattern(doc: datafiles.Document, i: int, entry: dict, default_max: int) -> Pattern:
+    """One checked entry; what the schema cannot say (title fields, keyword) is checked here."""
+    at = ("patterns", i)
+    header: re.Pattern[str] = entry["header"]
+    detail = entry["detail"]
+    if isinstance(detail, re.Pattern):
+        detail = (detail,) if detail.pattern else ()  # `detail: ""` is no detail
+    detail = tuple(detail)
+    frames = tuple(AfterMarker(x["after"]) if isinstance(x, dict) else x for x in entry["frames"])
     known = set(header.groupindex) | {g for d in detail for g in d.groupindex} | {"frame", "text"}
     used = set(_FIELD.findall(entry["title"]))
     if unknown := used - known:
-        raise UserError(f"{where}: title uses {sorted(unknown)} which no regex group defines", hint=f"available: {sorted(known)}")
+        raise doc.error((*at, "title"), f"title uses {sorted(unknown)} which no regex group defines",
+                        hint=f"available: {sorted(known)}")
     if "frame" in used and not frames:
-        raise UserError(f"{where}: title uses {{frame}} but the pattern has no `frames`",
+        raise doc.error((*at, "title"), "title uses {frame} but the pattern has no `frames`",
                         hint="add e.g. `frames: [pc, trace]`")
-    keyword = str(entry.get("keyword") or _literal_keyword(entry["header"]))
+    keyword = entry.get("keyword") or _literal_keyword(header.pattern)
     if len(keyword) < 3:
-        raise UserError(f"{where}: cannot find a literal keyword of at least 3 characters in the header regex",
+        raise doc.error((*at, "header"), "cannot find a literal keyword of at least 3 characters in the header regex",
                         hint="add `keyword: TEXT`, a literal that every header line contains")
-    extractor = str(entry.get("extractor") or "")
-    if extractor not in ("", "stall", "hang"):
-        raise UserError(f"{where}: extractor {extractor!r} is not 'stall' or 'hang'{_closest(extractor, ('stall', 'hang'))}")
-    corrupted = entry.get("corrupted") or ""
+    end = entry.get("end")
+    corrupted = entry["corrupted"]
     return Pattern(
         name=entry["name"], kind=entry["kind"], header=header, title=entry["title"],
-        keyword=keyword.encode(), frames=frames,
-        skip=tuple(_compile(s, where) for s in entry.get("skip") or ()),
-        extractor=extractor,
-        end=_compile(entry["end"], where) if entry.get("end") else None,
-        end_after_trace=bool(entry.get("end_after_trace", False)),
-        detail=detail, part_of=tuple(entry.get("part_of") or ()),
-        attach_to_previous=bool(entry.get("attach_to_previous", False)),
-        corrupted="report format marks a damaged log" if corrupted is True else str(corrupted),
-        max_lines=int(entry.get("max_lines", default_max)),
+        keyword=keyword.encode(), frames=frames, skip=tuple(entry["skip"]), extractor=entry["extractor"],
+        end=end if end is not None and end.pattern else None,  # `end: ""` is no end
+        end_after_trace=entry["end_after_trace"], detail=detail, part_of=tuple(entry["part_of"]),
+        attach_to_previous=entry["attach_to_previous"],
+        corrupted="report format marks a damaged log" if corrupted is True else str(corrupted or ""),
+        max_lines=entry.get("max_lines", default_max),
     )
 
 
 def load_patterns(path: Path | str = PATTERNS_FILE) -> PatternTable:
     """Read and check a pattern table (the default one, or a user's own)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read crash patterns {path}: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("patterns"), list):
-        raise UserError(f"{path}: expected a mapping with a 'patterns' list", hint="see the comment at the top of crash_patterns.yaml")
-    default_max = int(data.get("max_lines", 200))
+    doc = datafiles.load(Path(path), PATTERNS_SCHEMA, what="crash patterns", wording=datafiles.KeyNamedInText())
+    data = doc.data
     patterns: list[Pattern] = []
     for i, entry in enumerate(data["patterns"]):
-        p = _load_pattern(entry, i, path, default_max)
+        p = _load_pattern(doc, i, entry, data["max_lines"])
         if any(q.name == p.name for q in patterns):
-            raise UserError(f"{path}: pattern {p.name!r}: duplicate name")
+            raise doc.error(("patterns", i, "name"), f"pattern {p.name!r}: duplicate name", hint="names are unique ids")
         patterns.append(p)
     names = {p.name for p in patterns}
-    for p in patterns:
+    for i, p in enumerate(patterns):
         if bad := set(p.part_of) - names:
-            raise UserError(f"{path}: pattern {p.name!r}: part_of names unknown patterns {sorted(bad)}",
+            raise doc.error(("patterns", i, "part_of"), f"pattern {p.name!r}: part_of names unknown patterns {sorted(bad)}",
                             hint=f"known: {', '.join(sorted(names))}")
-    where = f"{path}: skip_frames"
-    skip = tuple(_compile(rx, where) for rx in data.get("skip_frames") or ())
-    stall = data.get("stall") or {}
-    hang = data.get("hang") or {}
-    irq = stall.get("interrupt_frames")
+    stall, hang = data["stall"], data["hang"]
     return PatternTable(
-        patterns=tuple(patterns), skip_frames=skip,
-        frame_prefixes=tuple(data.get("frame_prefixes") or ()),
-        interrupt_frames=_compile(irq, f"{path}: stall.interrupt_frames") if irq else None,
-        stall_anchors=tuple(_compile(rx, f"{path}: stall.anchors") for rx in stall.get("anchors") or ()),
-        hang_anchors={str(k): str(v or "") for k, v in (hang.get("anchors") or {}).items()},
-        hang_skip=tuple(str(s) for s in hang.get("skip") or ()),
+        patterns=tuple(patterns), skip_frames=tuple(data["skip_frames"]),
+        frame_prefixes=tuple(data["frame_prefixes"]),
+        interrupt_frames=irq if (irq := stall.get("interrupt_frames")) is not None and irq.pattern else None,
+        stall_anchors=tuple(stall.get("anchors", ())),
+        hang_anchors={str(k): str(v or "") for k, v in hang.get("anchors", {}).items()},
+        hang_skip=tuple(hang.get("skip", ())),
         keywords=(kw := _minimal_keywords(p.keyword for p in patterns)),
         finder=ahocorasick_rs.BytesAhoCorasick(list(kw)),
     )
