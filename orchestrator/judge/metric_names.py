@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 
-import yaml
-
+from orchestrator import datafiles
+from orchestrator.errors import UserError
 from orchestrator.workload.outcome import LOCK_CLASSES
 from orchestrator.parsers.lockstat import METRIC_FIELDS
 from orchestrator.paths import PROJECT_ROOT
@@ -27,8 +27,8 @@ def _yaml_files(folder: str) -> list[dict]:
     out = []
     for path in sorted((PROJECT_ROOT / folder).glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
+            data = datafiles.read_data(path, what=folder)
+        except UserError:
             continue  # its own loader reports it
         if isinstance(data, dict):
             out.append(data)

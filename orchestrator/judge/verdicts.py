@@ -6,15 +6,13 @@ eval'd), so a data file cannot run code.
 """
 from __future__ import annotations
 
-import difflib
 import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from orchestrator.errors import UserError
+from orchestrator import datafiles
+from orchestrator.errors import did_you_mean
 from orchestrator.workload.outcome import WorkloadRun
 from orchestrator.judge.metric_names import known_metric, known_metric_examples
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, Step
@@ -85,46 +83,35 @@ def load_expectations(path: Path, variant: str) -> list[Expectation]:
     return load_all_expectations(path).get(variant, [])
 
 
+_EXPECTATION = datafiles.Mapping({
+    "name": datafiles.Field(datafiles.Str(numbers_as_text=True), required=True, help="the verdict's name"),
+    "check": datafiles.Field(datafiles.Str(numbers_as_text=True), required=True,
+                             help="EXPR OP EXPR over metric names, e.g. lock.mmu_lock.read.acquisitions >= 1"),
+    "why": datafiles.Field(datafiles.Str(numbers_as_text=True), default="", help="the reason, shown with a failure"),
+}, expected="{name: ..., check: ..., why: ...}")
+EXPECTATIONS_SCHEMA = datafiles.MapOf(datafiles.List(_EXPECTATION, expected="a list of {name, check, why}"),
+                                      expected="a mapping of variant: [expectations]")
+
+
 def load_all_expectations(path: Path) -> dict[str, list[Expectation]]:
     if not path.is_file():
         return {}
-    try:
-        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if root is None:
-        return {}
-    if not isinstance(root, yaml.MappingNode):
-        raise UserError(f"{path}:{root.start_mark.line + 1}: expected a mapping of variant: [expectations]")
+    doc = datafiles.load(path, EXPECTATIONS_SCHEMA, what="expectations")
     out: dict[str, list[Expectation]] = {}
-    for vnode, items in root.value:
-        variant = str(vnode.value)
-        if not isinstance(items, yaml.SequenceNode):
-            raise UserError(f"{path}:{items.start_mark.line + 1}: {variant}: expected a list of {{name, check, why}}")
+    for variant, items in doc.data.items():
         out[variant] = []
-        for i, node in enumerate(items.value):
-            where = f"{path}:{node.start_mark.line + 1}: {variant}[{i}]"
-            fields = {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
-            if "check" not in fields or "name" not in fields:
-                raise UserError(f"{where}: expected {{name: ..., check: ..., why: ...}}")
-            check = str(fields["check"].value)
-            line = f"{path}:{fields['check'].start_mark.line + 1}: {variant}[{i}].check"
+        for i, item in enumerate(items):
+            at = (variant, i, "check")
             try:
-                names = metric_names(check)
+                names = metric_names(item["check"])
             except ValueError as exc:
-                raise UserError(f"{line}: {exc}") from None
+                raise doc.error(at, str(exc), hint="a check is EXPR OP EXPR; EXPR adds numbers, metrics and NUMBER * metric") from None
             for name in names:
                 if not known_metric(name):
-                    raise UserError(f"{line}: unknown metric {name!r}" + _closest(name),
+                    raise doc.error(at, f"unknown metric {name!r}{did_you_mean(name, known_metric_examples())}",
                                     hint="known metrics: " + ", ".join(known_metric_examples()))
-            why = str(fields["why"].value) if "why" in fields else ""
-            out[variant].append(Expectation(str(fields["name"].value), check, why))
+            out[variant].append(Expectation(item["name"], item["check"], item["why"]))
     return out
-
-
-def _closest(name: str) -> str:
-    close = difflib.get_close_matches(name, known_metric_examples(), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 AGING_CALLS = ("kprobe.age_gfn.hits", "kprobe.test_age_gfn.hits")
