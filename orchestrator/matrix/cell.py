@@ -8,22 +8,20 @@ import time
 import traceback
 from pathlib import Path
 
-from orchestrator.errors import UserError
 from orchestrator.judge.verdicts import load_expectations, verdict_steps
 from orchestrator.matrix.cell_build import BuildOutcome
 from orchestrator.matrix.disk_full import is_disk_full
+from orchestrator.matrix.guest_faults import fault_step
 from orchestrator.matrix.options import RunOptions
 from orchestrator.matrix.spec import Cell
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.crashes import crash_record
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, write_json_atomic
 from orchestrator.vm.guest_paths import under_root
-from orchestrator.vm.console import BootFailure, ConsoleError, GuestCrashed
 from orchestrator.vm.machine import shape_by_name
 from orchestrator.vm.nested_kvm import check_nested_kvm
 from orchestrator.vm.session import start_guest
-from orchestrator.vm.shell import ConnectionLost, GuestShell
-from orchestrator.vm.ssh import SshError
+from orchestrator.vm.shell import GuestShell
 from orchestrator.workload.definitions import load_workload
 from orchestrator.workload.stage import run_workload_stage
 
@@ -102,24 +100,6 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             phase = "verdicts"
             for s in verdict_steps(run, load_expectations(PATCHES_DIR / "expectations.yaml", cell.variant)):
                 rec.add(s, cell_dir)
-    except BootFailure as exc:
-        rec.add(Step("boot", FAILED, time.monotonic() - t0, f"boot failed ({exc.reason}) at stage {exc.stage or 'start'}"
-                     + (f": {exc.detail}" if exc.detail else ""),
-                     excerpt="\n".join(exc.last_lines[-40:])), cell_dir)
-    except GuestCrashed as exc:
-        rec.add(Step(phase, FAILED, time.monotonic() - t0,
-                     f"the guest stopped during {phase} ({exc.reason})" + (f": {exc.detail}" if exc.detail else ""),
-                     excerpt="\n".join(exc.last_lines[-40:])), cell_dir)
-    except ConnectionLost as exc:
-        rec.add(Step(phase, ERROR, time.monotonic() - t0, str(exc).splitlines()[0],
-                     excerpt="\n".join(exc.last_lines[-40:])), cell_dir)
-    except ConsoleError as exc:  # a command timed out on the serial console
-        rec.add(Step(phase, FAILED, time.monotonic() - t0, str(exc).splitlines()[0],
-                     excerpt="\n".join(getattr(exc, "last_lines", [])[-40:])), cell_dir)
-    except SshError as exc:  # a command timed out over SSH
-        rec.add(Step(phase, FAILED, time.monotonic() - t0, str(exc)), cell_dir)
-    except UserError as exc:
-        rec.add(Step(phase, ERROR, time.monotonic() - t0, exc.one_line(), excerpt=str(exc)), cell_dir)
     except (KeyboardInterrupt, SystemExit):
         rec.add(Step("interrupted", ERROR, time.monotonic() - t0, f"run interrupted (Ctrl-C / SIGTERM) during {phase}"), cell_dir)
         raise
@@ -128,7 +108,11 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             raise  # the results disk is full: every later cell would fail the same way
         _internal_error(rec, cell_dir, t0, exc)
     except Exception as exc:  # noqa: BLE001 - an infrastructure bug must still become a verdict
-        _internal_error(rec, cell_dir, t0, exc)
+        step = fault_step(exc, phase, time.monotonic() - t0)
+        if step is None:
+            _internal_error(rec, cell_dir, t0, exc)
+        else:
+            rec.add(step, cell_dir)
     # The same testcases in every run: what a failure kept from running is skipped.
     names = {s.name for s in rec.steps}
     failed = next((s for s in rec.steps if s.status in (FAILED, ERROR)), None)
