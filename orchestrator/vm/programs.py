@@ -106,11 +106,17 @@ def compile_flags(source: PreparedSource, selftests: SelftestsBuild, program_dir
             "-isystem", str(headers), *([f"-I{generated}/"] if generated.is_dir() else [])]
 
 
+def library_argv(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain,
+                 src: Path, objs: list[Path], dest: Path) -> list[str]:
+    """The compiler command for one C file linked with the selftest library objects."""
+    return [tc.gcc, *compile_flags(source, selftests, src.parent), *LDFLAGS, str(src),
+            *map(str, objs), *LDLIBS, "-o", str(dest)]
+
+
 def compile_against_library(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain,
                             src: Path, dest: Path, log=None) -> None:
     """One C file + the selftest library objects -> a static arm64 program.  Raises BuildFailed."""
-    argv = [tc.gcc, *compile_flags(source, selftests, src.parent), *LDFLAGS, str(src),
-            *map(str, selftest_objects(selftests)), *LDLIBS, "-o", str(dest)]
+    argv = library_argv(source, selftests, tc, src, selftest_objects(selftests), dest)
     res = proc.run(argv, cwd=source.repo / KVM_SELFTESTS, timeout=300)
     if log is not None:
         log.write("$ " + " ".join(argv) + "\n" + res.stdout + res.stderr)
@@ -187,8 +193,7 @@ def _build(srcs: GuestSources, source: PreparedSource, selftests: SelftestsBuild
             objs, skipped = [], {p.stem: exc.message for p in srcs.programs}
         for src in (srcs.programs if objs else ()):
             name = src.stem
-            argv = [tc.gcc, *compile_flags(source, selftests, src.parent), *LDFLAGS, str(src),
-                    *map(str, objs), *LDLIBS, "-o", str(tmp / "bin" / name)]
+            argv = library_argv(source, selftests, tc, src, objs, tmp / "bin" / name)
             log_lines.append("$ " + " ".join(argv))
             res = proc.run(argv, cwd=source.repo / KVM_SELFTESTS, timeout=300)
             log_lines += (res.stdout + res.stderr).splitlines()
