@@ -132,7 +132,7 @@ class Str(Scalar):
     expected: str = "a string"
     choices: tuple[str, ...] = ()
     pattern: str | None = None  # re.fullmatch
-    matching: str = ""  # what a value matching `pattern` looks like, e.g. "a config target"
+    matching: str = ""  # what an allowed value looks like, e.g. "a config target" (default: the choices or pattern)
     numbers_as_text: bool = False  # `gic_version: 3` is the string "3"
 
     def checked(self, doc: Document, node: yaml.Node, at: KeyPath, value: Any) -> Any:
@@ -141,7 +141,7 @@ class Str(Scalar):
         if not isinstance(value, str):
             raise doc.wrong_type(node, at, self.expected, self.hint)
         if self.choices and value not in self.choices:
-            raise doc.bad_value(node, at, repr(value), self.one_of(), closest(value, self.choices),
+            raise doc.bad_value(node, at, repr(value), self.matching or self.one_of(), closest(value, self.choices),
                                 self.hint or f"use one of: {', '.join(self.choices)}")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
             raise doc.bad_value(node, at, repr(value), self.matching or f"a string matching {self.pattern}", "",

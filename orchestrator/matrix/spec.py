@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from orchestrator import datafiles
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.paths import PROJECT_ROOT, safe_name
 
@@ -86,122 +85,129 @@ class Matrix:
     order: str = "blocked"
 
 
-def _err(path: Path, node: yaml.Node | None, key: str, msg: str) -> UserError:
-    line = f":{node.start_mark.line + 1}" if node is not None else ""
-    return UserError(f"{path}{line}: {key}: {msg}")
+class _MatrixWording(datafiles.Wording):
+    """A missing key is named in the location, with what it is for (`workloads: missing; list of ...`)."""
+
+    def missing(self, at: datafiles.KeyPath, keys: dict[str, str], noun: str) -> str:
+        key, help = next(iter(keys.items()))
+        return self.say((*at, key), f"missing; {help}")
 
 
-def _scalar_list(path: Path, node: yaml.Node, key: str) -> list[str]:
-    if isinstance(node, yaml.ScalarNode):
-        return [_name(path, node, key)]
-    if not isinstance(node, yaml.SequenceNode) or not node.value:
-        raise _err(path, node, key, "expected a non-empty list of names")
-    return [_name(path, item, key) for item in node.value]
+_NAME = datafiles.Str(expected="a name (string)", numbers_as_text=True)
+_NAMES = datafiles.OneOf((_NAME, datafiles.List(_NAME, min_items=1, expected="a non-empty list of names")),
+                         expected="a name or a non-empty list of names")
+_WORKLOAD = datafiles.OneOf((_NAME, datafiles.Mapping({
+    "name": datafiles.Field(_NAME, required=True, help="a workload from workloads/*.yaml"),
+    "params": datafiles.Field(datafiles.MapOf(datafiles.Scalar(expected="a scalar (parameter values are scalars)"),
+                                              expected="a mapping of parameter: value"), default={},
+                              help="parameter: value"),
+})), expected="a workload name or {name:, params:}")
+_CELL_FILTER = datafiles.Mapping({axis: datafiles.Field(_WORKLOAD if axis == "workload" else _NAME) for axis in AXES},
+                                 expected=f"a mapping with some of: {', '.join(AXES)}")
+_REPEAT = datafiles.Int(1, 1000, expected="an integer from 1 to 1000")
+_SCHEMA_OF = {
+    "name": _NAME, "description": datafiles.Scalar(), "source": datafiles.Str(), "series": datafiles.Str(),
+    "variants": _NAMES, "config_sets": _NAMES, "machines": _NAMES,
+    "workloads": datafiles.List(_WORKLOAD, min_items=1, expected="a non-empty list"),
+    "repeats": datafiles.OneOf((_REPEAT, datafiles.MapOf(_REPEAT)), expected=TOP_KEYS["repeats"]),
+    "order": datafiles.Str(choices=ORDERS, matching=f"one of: {', '.join(ORDERS)}"),
+    "include": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
+    "exclude": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
+    "compare": datafiles.List(datafiles.List(_NAME, min_items=2, max_items=2, expected="exactly two variant names"),
+                              expected="a list of [A, B] variant pairs"),
+}
+MATRIX_SCHEMA = datafiles.Mapping(
+    {k: datafiles.Field(_SCHEMA_OF[k], required=k == "workloads", help=help) for k, help in TOP_KEYS.items()},
+    expected=f"a mapping with keys: {', '.join(TOP_KEYS)}")
+
+Named = list[tuple[str, datafiles.KeyPath]]  # names with where each was written
 
 
-def _name(path: Path, node: yaml.Node, key: str) -> str:
-    if not isinstance(node, yaml.ScalarNode) or not node.value:
-        raise _err(path, node, key, "expected a name (string)")
+def _safe(doc: datafiles.Document, at: datafiles.KeyPath, name: str) -> str:
     try:
-        return safe_name(str(node.value), what=key)
+        return safe_name(name, what=datafiles.render(at))
     except UserError as exc:
-        raise _err(path, node, key, exc.message + "; allowed: A-Z a-z 0-9 . _ + -") from None
+        raise doc.error(at, exc.message + "; allowed: A-Z a-z 0-9 . _ + -") from None
 
 
-def _params(path: Path, node: yaml.Node, key: str) -> tuple[tuple[str, Any], ...]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _err(path, node, key, "expected a mapping of parameter: value")
-    out = []
-    for k, v in node.value:
-        if not isinstance(v, yaml.ScalarNode):
-            raise _err(path, v, f"{key}.{k.value}", "parameter values must be scalars")
-        out.append((str(k.value), yaml.safe_load(yaml.serialize(v)) if v.tag != "tag:yaml.org,2002:str" else v.value))
-    return tuple(sorted(out))
+def _names(doc: datafiles.Document, key: str, default: list[str]) -> Named:
+    """A name or a list of names (each a safe name), with where each is."""
+    if key not in doc.data:
+        return [(n, (key,)) for n in default]
+    value = doc.data[key]
+    if isinstance(value, str):
+        return [(_safe(doc, (key,), value), (key,))]
+    return [(_safe(doc, (key, i), n), (key, i)) for i, n in enumerate(value)]
 
 
-def _workload(path: Path, node: yaml.Node, key: str) -> WorkloadRef:
-    if isinstance(node, yaml.ScalarNode):
-        return _checked_workload(path, node, key, WorkloadRef(_name(path, node, key)))
-    if isinstance(node, yaml.MappingNode):
-        fields = {k.value: v for k, v in node.value}
-        unknown = set(fields) - {"name", "params"}
-        if unknown or "name" not in fields:
-            raise _err(path, node, key, "expected {name: WORKLOAD, params: {...}}" + (f"; unknown keys: {', '.join(sorted(unknown))}" if unknown else ""))
-        params = _params(path, fields["params"], f"{key}.params") if "params" in fields else ()
-        return _checked_workload(path, node, key, WorkloadRef(_name(path, fields["name"], f"{key}.name"), params))
-    raise _err(path, node, key, "expected a workload name or {name:, params:}")
+def _workload(doc: datafiles.Document, value: str | dict, at: datafiles.KeyPath) -> WorkloadRef:
+    if isinstance(value, str):
+        return _checked_workload(doc, at, WorkloadRef(_safe(doc, at, value)))
+    params = tuple(sorted((str(k), v) for k, v in value["params"].items()))
+    return _checked_workload(doc, at, WorkloadRef(_safe(doc, (*at, "name"), value["name"]), params))
 
 
-def _checked_variants(path: Path, node: yaml.Node | None, names: list[str], series: Path) -> None:
+def _checked_variants(doc: datafiles.Document, named: Named, series: Path) -> None:
     """Every variant is named in the series' variants.yaml (when the series has one)."""
     from orchestrator.kernel.variants import VARIANTS_FILE, load_variants
     if not (series / VARIANTS_FILE).is_file():
         return
     known = load_variants(series)
-    for i, name in enumerate(names):
+    for name, at in named:
         if name not in known:
-            item = node.value[i] if isinstance(node, yaml.SequenceNode) and i < len(node.value) else node
-            raise _err(path, item, "variants", f"unknown variant {name!r}{did_you_mean(name, known)}; "
-                                               f"variants in {series / VARIANTS_FILE}: {', '.join(known)}")
+            raise doc.error(at, f"unknown variant {name!r}{did_you_mean(name, known)}; "
+                                f"variants in {series / VARIANTS_FILE}: {', '.join(known)}", subject="variants")
 
 
-def _checked_config_sets(path: Path, node: yaml.Node | None, names: list[str]) -> None:
+def _checked_config_sets(doc: datafiles.Document, named: Named) -> None:
     """Every config set (or fragment list) resolves, before anything is built."""
     from orchestrator.kernel.kconfig import load_config_set
-    for i, name in enumerate(names):
+    for name, at in named:
         try:
             load_config_set(name)
         except UserError as exc:
-            item = node.value[i] if isinstance(node, yaml.SequenceNode) and i < len(node.value) else node
-            raise _err(path, item, "config_sets", exc.message + (f"; {exc.hint}" if exc.hint else "")) from None
+            raise doc.error(at, exc.message + (f"; {exc.hint}" if exc.hint else ""), subject="config_sets") from None
 
 
-def _checked_workload(path: Path, node: yaml.Node, key: str, ref: WorkloadRef) -> WorkloadRef:
+def _checked_workload(doc: datafiles.Document, at: datafiles.KeyPath, ref: WorkloadRef) -> WorkloadRef:
     """The workload exists and every parameter is known and matches its pattern:
     checked when the matrix is loaded, before listing, building or booting."""
     from orchestrator.workload.definitions import WORKLOADS_DIR, load_workload  # workloads imports nothing of ours back
     known = sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
     if ref.name not in known:
-        raise _err(path, node, key, f"unknown workload {ref.name!r}{did_you_mean(ref.name, known)}; "
-                                    f"known workloads: {', '.join(known)}")
+        raise doc.error(at, f"unknown workload {ref.name!r}{did_you_mean(ref.name, known)}; "
+                            f"known workloads: {', '.join(known)}")
     workload = load_workload(ref.name)
     given = ref.params_dict()
     for pname in given:
         if pname not in workload.params:
-            raise _err(path, node, f"{key}.params.{pname}",
-                       f"workload {ref.name} has no parameter {pname!r}{did_you_mean(pname, workload.params)}; "
-                       f"its parameters: {', '.join(workload.params) or '(none)'}")
+            raise doc.error((*at, "params", pname),
+                            f"workload {ref.name} has no parameter {pname!r}{did_you_mean(pname, workload.params)}; "
+                            f"its parameters: {', '.join(workload.params) or '(none)'}")
     try:
         workload.resolve_params(given)
     except UserError as exc:
-        raise _err(path, node, f"{key}.params", exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+        raise doc.error((*at, "params"), exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
     return ref
 
 
-def _checked_machines(path: Path, node: yaml.Node | None, names: list[str]) -> None:
+def _checked_machines(doc: datafiles.Document, named: Named) -> None:
     """Every machine shape exists (a path is read as is) and loads."""
     from orchestrator.vm.machine import available_shapes, shape_by_name
     known = available_shapes()
-    for i, name in enumerate(names):
-        item = node.value[i] if isinstance(node, yaml.SequenceNode) else node
+    for name, at in named:
         if "/" not in name and not name.endswith((".yaml", ".yml")) and name not in known:
-            raise _err(path, item, "machines", f"unknown machine shape {name!r}{did_you_mean(name, known)}; "
-                                               f"known shapes: {', '.join(known)}")
+            raise doc.error(at, f"unknown machine shape {name!r}{did_you_mean(name, known)}; "
+                                f"known shapes: {', '.join(known)}", subject="machines")
         try:
             shape_by_name(name)
         except UserError as exc:
-            raise _err(path, item, "machines", exc.message) from None
+            raise doc.error(at, exc.message, subject="machines") from None
 
 
-def _cell_filter(path: Path, node: yaml.Node, key: str) -> dict[str, Any]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _err(path, node, key, f"expected a mapping with some of: {', '.join(AXES)}")
-    out: dict[str, Any] = {}
-    for k, v in node.value:
-        if k.value not in AXES:
-            raise _err(path, k, f"{key}.{k.value}", f"unknown key{did_you_mean(str(k.value), AXES)}; allowed: {', '.join(AXES)}")
-        out[k.value] = _workload(path, v, f"{key}.workload") if k.value == "workload" else _name(path, v, f"{key}.{k.value}")
-    return out
+def _cell_filter(doc: datafiles.Document, flt: dict[str, Any], at: datafiles.KeyPath) -> dict[str, Any]:
+    return {axis: _workload(doc, v, (*at, axis)) if axis == "workload" else _safe(doc, (*at, axis), v)
+            for axis, v in flt.items()}
 
 
 def _matches(cell: Cell, flt: dict[str, Any]) -> bool:
@@ -221,122 +227,76 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in MATRICES_DIR.glob("*.yaml")))
         raise UserError(f"matrix {path} not found", hint=f"known matrices: {known}")
-    text = path.read_text(errors="replace")
-    if len(text) > 1_000_000:
-        raise UserError(f"{path}: matrix file larger than 1 MB", hint="a matrix is a short YAML file")
-    try:
-        # Anchors/aliases are how YAML bombs expand; a matrix has no use for them.
-        if _has_alias(text):
-            raise UserError(f"{path}: YAML anchors/aliases are not allowed in matrix files", hint="write the values out")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(root, yaml.MappingNode):
-        raise _err(path, root, "(top level)", f"expected a mapping with keys: {', '.join(TOP_KEYS)}")
-    fields: dict[str, yaml.Node] = {}
-    for k, v in root.value:
-        if k.value not in TOP_KEYS:
-            allowed = "; ".join(f"{n} ({d})" for n, d in TOP_KEYS.items())
-            raise _err(path, k, str(k.value), f"unknown key{did_you_mean(str(k.value), TOP_KEYS)}; allowed: {allowed}")
-        fields[k.value] = v
+    # Anchors/aliases are how YAML bombs expand; a matrix has no use for them.
+    doc = datafiles.load(path, MATRIX_SCHEMA, what="matrix", wording=_MatrixWording(), allow_aliases=False)
+    fields = doc.data
 
-    def get_list(key: str, default: list[str]) -> list[str]:
-        return _scalar_list(path, fields[key], key) if key in fields else default
-
-    variants = get_list("variants", ["baseline", "v4", "v4-fixed"])
-    config_sets = get_list("config_sets", ["evidence"])
-    machines = get_list("machines", ["default"])
-    if "workloads" in fields:
-        wnode = fields["workloads"]
-        if not isinstance(wnode, yaml.SequenceNode) or not wnode.value:
-            raise _err(path, wnode, "workloads", "expected a non-empty list")
-        workloads = [_workload(path, n, f"workloads[{i}]") for i, n in enumerate(wnode.value)]
-    else:
-        raise _err(path, root, "workloads", "missing; " + TOP_KEYS["workloads"])
-    repeats = _repeats(path, fields.get("repeats"), config_sets)
-    order = "interleaved" if len(variants) > 1 else "blocked"
-    if "order" in fields:
-        order = str(fields["order"].value)
-        if order not in ORDERS:
-            raise _err(path, fields["order"], "order", f"got {order!r}, expected one of: {', '.join(ORDERS)}")
+    variants_named = _names(doc, "variants", ["baseline", "v4", "v4-fixed"])
+    config_sets_named = _names(doc, "config_sets", ["evidence"])
+    machines_named = _names(doc, "machines", ["default"])
+    variants = [n for n, _ in variants_named]
+    config_sets = [n for n, _ in config_sets_named]
+    machines = [n for n, _ in machines_named]
+    workloads = [_workload(doc, w, ("workloads", i)) for i, w in enumerate(fields["workloads"])]
+    repeats = _repeats(doc, config_sets)
+    order = fields.get("order", "interleaved" if len(variants) > 1 else "blocked")
     if len(variants) * len(config_sets) * len(machines) * len(workloads) * max(repeats.values()) > MAX_CELLS:
-        raise _err(path, root, "(matrix)", f"expands to more than {MAX_CELLS} cells")
-    _checked_machines(path, fields.get("machines"), machines)
+        raise doc.error((), f"expands to more than {MAX_CELLS} cells", subject="(matrix)")
+    _checked_machines(doc, machines_named)
 
     cells = [Cell(v, c, m, w, r) for v, c, m, w in itertools.product(variants, config_sets, machines, workloads)
              for r in range(1, repeats[c] + 1)]
     for key in ("exclude", "include"):
         if key not in fields:
             continue
-        node = fields[key]
-        if not isinstance(node, yaml.SequenceNode):
-            raise _err(path, node, key, "expected a list of mappings")
-        filters = [_cell_filter(path, n, f"{key}[{i}]") for i, n in enumerate(node.value)]
+        filters = [_cell_filter(doc, f, (key, i)) for i, f in enumerate(fields[key])]
         if key == "exclude":
             cells = [c for c in cells if not any(_matches(c, f) for f in filters)]
         else:
             for i, f in enumerate(filters):
                 missing = [a for a in AXES if a not in f and a not in ("config_set", "machine")]
                 if missing:
-                    raise _err(path, node.value[i], f"include[{i}]", f"an included cell needs: {', '.join(missing)}")
+                    raise doc.error(("include", i), f"an included cell needs: {', '.join(missing)}")
                 config_set = f.get("config_set", config_sets[0])
                 for r in range(1, repeats.get(config_set, max(repeats.values())) + 1):
                     cell = Cell(f["variant"], config_set, f.get("machine", machines[0]), f["workload"], r)
                     if cell not in cells:
                         cells.append(cell)
-    compare: list[tuple[str, str]] = []
     if "compare" in fields:
-        node = fields["compare"]
-        if not isinstance(node, yaml.SequenceNode):
-            raise _err(path, node, "compare", "expected a list of [A, B] variant pairs")
-        for i, pair in enumerate(node.value):
-            names = _scalar_list(path, pair, f"compare[{i}]")
-            if len(names) != 2:
-                raise _err(path, pair, f"compare[{i}]", "expected exactly two variant names")
-            compare.append((names[0], names[1]))
+        compare = [tuple(_safe(doc, ("compare", i, j), n) for j, n in enumerate(pair))
+                   for i, pair in enumerate(fields["compare"])]
     else:
         compare = [(variants[0], v) for v in variants[1:]]
-    name = str(fields["name"].value) if "name" in fields else path.stem
-    source = str(fields["source"].value) if "source" in fields and fields["source"].value else None
-    series = PROJECT_ROOT / (str(fields["series"].value) if "series" in fields else "patches")
+    name = str(fields.get("name", path.stem))
+    source = str(fields["source"]) if fields.get("source") else None
+    series = PROJECT_ROOT / fields.get("series", "patches")
     # Names that only the series or kernel_configs/ know, checked before anything runs.
-    _checked_variants(path, fields.get("variants"), variants, series)
-    _checked_config_sets(path, fields.get("config_sets"), config_sets)
-    extra_v = [c.variant for c in cells if c.variant not in variants]
-    extra_c = [c.config_set for c in cells if c.config_set not in config_sets]
+    _checked_variants(doc, variants_named, series)
+    _checked_config_sets(doc, config_sets_named)
     # (an included cell's name: the error points at the include list)
-    _checked_variants(path, fields.get("include") and yaml.ScalarNode("tag:yaml.org,2002:str", "", fields["include"].start_mark),
-                      list(dict.fromkeys(extra_v)), series)
-    _checked_config_sets(path, fields.get("include") and yaml.ScalarNode("tag:yaml.org,2002:str", "", fields["include"].start_mark),
-                         list(dict.fromkeys(extra_c)))
+    extra_v = dict.fromkeys(c.variant for c in cells if c.variant not in variants)
+    extra_c = dict.fromkeys(c.config_set for c in cells if c.config_set not in config_sets)
+    _checked_variants(doc, [(n, ("include",)) for n in extra_v], series)
+    _checked_config_sets(doc, [(n, ("include",)) for n in extra_c])
     if order == "interleaved":
         cells = interleave(cells, variants)
     return Matrix(path, name, source, series, cells, compare, order)
 
 
-def _repeats(path: Path, node: yaml.Node | None, config_sets: list[str]) -> dict[str, int]:
+def _repeats(doc: datafiles.Document, config_sets: list[str]) -> dict[str, int]:
     """Repeats per config set: one integer for all, or {config set: integer}."""
-    def count(n: yaml.Node, key: str) -> int:
-        try:
-            value = int(n.value)
-        except (TypeError, ValueError):
-            value = 0
-        if not 1 <= value <= 1000:
-            raise _err(path, n, key, "expected an integer from 1 to 1000")
-        return value
-
-    if node is None:
+    given = doc.data.get("repeats")
+    if given is None:
         return {c: 1 for c in config_sets}
-    if isinstance(node, yaml.MappingNode):
-        given = {str(k.value): count(v, f"repeats.{k.value}") for k, v in node.value}
+    if isinstance(given, dict):
         unknown = [k for k in given if k not in config_sets]
         if unknown:
-            raise _err(path, node, f"repeats.{unknown[0]}", f"not a config set of this matrix; its config sets: {', '.join(config_sets)}")
+            raise doc.error(("repeats", unknown[0]), f"not a config set of this matrix; its config sets: {', '.join(config_sets)}")
         missing = [c for c in config_sets if c not in given]
         if missing:
-            raise _err(path, node, "repeats", f"no count for config set(s) {', '.join(missing)}")
+            raise doc.error(("repeats",), f"no count for config set(s) {', '.join(missing)}")
         return given
-    return {c: count(node, "repeats") for c in config_sets}
+    return {c: given for c in config_sets}
 
 
 def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:
@@ -364,13 +324,6 @@ def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:
         return (c.repeat, group_rank[group], rotated)
 
     return sorted(cells, key=key)
-
-
-def _has_alias(text: str) -> bool:
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            return True
-    return False
 
 
 def shard(cells: list[Cell], index: int, total: int) -> list[Cell]:
