@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,72 @@ def test_numbering_forms() -> None:
     assert S.numbering("[RFC PATCH 0/7] x") == S.Numbering(1, 0, 7)
     assert S.numbering("[PATCH v2] x") == S.Numbering(2, 1, 1)
     assert S.numbering("[PATCH NOT-FOR-UPSTREAM] x") is None and S.numbering("[PATCH] x") is None
+
+
+# --------------------------------------------------------------- git reads the mails (mailsplit, mailinfo)
+
+
+def test_mbox_is_split_where_git_mailsplit_splits(tmp_path: Path) -> None:
+    """A From_ line needs hh:mm:ss and a year, as git mailsplit (so git am) checks:
+    'From x 12:34 2024' in a body is text, not the start of another mail."""
+    mbox = tmp_path / "one.mbox"
+    mbox.write_text(_mail("[PATCH 1/1] a", PLAIN_DIFF, from_line=True).replace("Why.", "Why.\nFrom x 12:34 2024"))
+    (p,) = load_series(mbox).patches
+    assert "\nFrom x 12:34 2024\n" in p.text and p.source == f"{mbox}:1" and p.name == "one.mbox"
+
+
+def test_mbox_line_numbers_count_newlines_as_git_does(tmp_path: Path) -> None:
+    first = _mail("[PATCH 1/2] a", PLAIN_DIFF.replace(" three", " three\x0c"), from_line=True)  # a form feed
+    mbox = tmp_path / "ff.mbox"
+    mbox.write_text("\n" + first + _mail("[PATCH 2/2] b", PLAIN_DIFF.replace("TWO", "2"), from_line=True))
+    assert [p.source for p in load_series(mbox).patches] == [f"{mbox}:2", f"{mbox}:{2 + first.count(chr(10))}"]
+
+
+def test_subject_is_the_mail_header_as_git_decodes_it() -> None:
+    """Latin-1 encoded words are re-coded to UTF-8; "From:"/"Subject:" at the top of
+    the body (in-body headers) do not replace the header the numbering checks read."""
+    mail = _mail("=?iso-8859-1?q?=5BPATCH_1/1=5D_r=E9sum=E9?=", PLAIN_DIFF).replace(
+        "Why.", "From: Other <o@example.org>\nSubject: in-body subject\n\nWhy.")
+    (p,) = S.parse_file_text(mail, file_name="m.eml", source="m.eml")
+    assert p.subject == "[PATCH 1/1] résumé" and p.files == ("hello.txt",)
+
+
+def test_user_git_config_does_not_change_how_a_mail_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[i18n]\n\tcommitEncoding = ISO-8859-1\n[mailinfo]\n\tscissors = true\n")
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL"):
+        monkeypatch.delenv(var, raising=False)
+    mail = _mail("=?UTF-8?q?=5BPATCH=5D_caf=C3=A9?=", PLAIN_DIFF).replace(
+        "Why.", "Why.\n-- >8 --\nSubject: after the scissors\n")
+    (p,) = S.parse_file_text(mail, file_name="c.eml", source="c.eml")
+    assert p.subject == "[PATCH] café"
+
+
+def test_mail_git_cannot_recode_keeps_its_diff(tmp_path: Path) -> None:
+    """An unknown charset stops `git mailinfo -u` before the diff; the mail is read
+    again without re-coding, so the patch is not taken for a mail without a diff."""
+    mail = _mail("=?x-unknown?q?abc?= [PATCH] u", PLAIN_DIFF)
+    (p,) = S.parse_file_text(mail, file_name="u.eml", source="u.eml")
+    assert p.files == ("hello.txt",) and p.subject.endswith("[PATCH] u")
+    assert "x-unknown" in S.read_mail(mail, tmp_path).problem  # apply.py reports it: git am would refuse it
+
+
+def test_git_that_hangs_is_ended_at_its_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text('#!/bin/sh\necho $$ > "$FAKE_GIT_PID"\nexec sleep 60\n')
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_GIT_PID", str(tmp_path / "pid"))
+    monkeypatch.setattr(S, "GIT_TIMEOUT", 0.5)
+    with pytest.raises(proc.CommandTimedOut, match="timed out after its limit of 0.5 s: git "):
+        S.parse_file_text(_mail("[PATCH] x", PLAIN_DIFF), file_name="x.eml", source="x.eml")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((tmp_path / "pid").read_text()), 0)
+
+
+def test_loading_leaves_no_git_process_behind(v4_dir: Path) -> None:
+    load_series(v4_dir)
+    assert not proc._live  # every git mailsplit/mailinfo was waited for and unregistered

@@ -411,6 +411,8 @@ def _make_patch(mail: str, *, name: str, source: str, fallback_subject: str, wor
         notes = ("the mail had CRLF line endings; converted to LF before applying",)
     try:
         mailinfo = read_mail(mail, workdir) if mail.strip() else None  # git refuses a blank mail
+    except proc.CommandTimedOut:
+        raise  # the host, not the mail, is at fault: keep its own message and hint
     except UserError as exc:
         raise UserError(f"{source}: patch {name}: {exc.message}",
                         hint="git am would refuse this mail too: fix or drop it") from exc
