@@ -15,7 +15,7 @@ from orchestrator import datafiles
 from orchestrator.errors import did_you_mean
 from orchestrator.workload.outcome import WorkloadRun
 from orchestrator.judge.metric_names import known_metric, known_metric_examples
-from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, Step
+from orchestrator.judge.steps import ERROR, FAILED, PASSED, SKIPPED, Step
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CHECK = re.compile(r"^(?P<lhs>.+?)\s*(?P<op>>=|<=|==|>|<)\s*(?P<rhs>.+)$")

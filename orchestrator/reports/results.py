@@ -11,22 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from orchestrator import atomic
+# Steps and their statuses are the judge's; a cell record is a list of them.
+from orchestrator.judge.steps import ERROR, FAILED, PASSED, SKIPPED, Step  # noqa: F401 - re-exported
 
-PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 NOT_RUN = "not run"  # a cell status only: the cell never started or never finished
 
 # Exit status of a run, of `merge` and of `report`: one rule for all three.
 EXIT_OK, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
-
-
-@dataclass
-class Step:
-    name: str  # e.g. "build", "boot", "nested-kvm", "workload page-idle", "verdict path-exercised"
-    status: str  # passed | failed | error | skipped
-    seconds: float = 0.0
-    message: str = ""
-    excerpt: str = ""  # first compiler error, crash excerpt, last console lines ...
-    output: str = ""  # short system-out (workload output etc.)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import html
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import markdown as markdown_lib
 
@@ -20,11 +21,13 @@ from orchestrator.atomic import write_bytes_atomic, write_text_atomic
 from orchestrator.reports.aging import aging_figure, aging_section
 from orchestrator.reports.crashes import crash_section
 from orchestrator.reports.compare import Group, Headline, Row, default_pairs, run_headline
-from orchestrator.matrix.spec import Matrix
 from orchestrator.reports.numfmt import fmt
 from orchestrator.reports.race import race_section
 from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord
 from orchestrator.reports.stats import MIN_REPEATS
+
+if TYPE_CHECKING:  # a type only: reports never import the matrix package at run time
+    from orchestrator.matrix.spec import Matrix
 
 # Sections other modules contribute: records -> markdown, or None when they
 # have nothing to say about this run.  Adding one is one line here.
