@@ -123,11 +123,14 @@ MATRIX_SCHEMA = datafiles.Mapping(
 Named = list[tuple[str, datafiles.KeyPath]]  # names with where each was written
 
 
-def _safe(doc: datafiles.Document, at: datafiles.KeyPath, name: str) -> str:
+def _safe(doc: datafiles.Document, at: datafiles.KeyPath, name: str, *, in_list: bool = False) -> str:
+    """A name that cannot climb out of its directory; in_list: an item of a name list,
+    reported under the list's key (`variants: invalid variants '../etc'`)."""
+    key = datafiles.render(at[:-1] if in_list else at)
     try:
-        return safe_name(name, what=datafiles.render(at))
+        return safe_name(name, what=key)
     except UserError as exc:
-        raise doc.error(at, exc.message + "; allowed: A-Z a-z 0-9 . _ + -") from None
+        raise doc.error(at, exc.message + "; allowed: A-Z a-z 0-9 . _ + -", subject=key) from None
 
 
 def _names(doc: datafiles.Document, key: str, default: list[str]) -> Named:
@@ -137,7 +140,7 @@ def _names(doc: datafiles.Document, key: str, default: list[str]) -> Named:
     value = doc.data[key]
     if isinstance(value, str):
         return [(_safe(doc, (key,), value), (key,))]
-    return [(_safe(doc, (key, i), n), (key, i)) for i, n in enumerate(value)]
+    return [(_safe(doc, (key, i), n, in_list=True), (key, i)) for i, n in enumerate(value)]
 
 
 def _workload(doc: datafiles.Document, value: str | dict, at: datafiles.KeyPath) -> WorkloadRef:
@@ -263,7 +266,7 @@ def load_matrix(spec: str | Path | None) -> Matrix:
                     if cell not in cells:
                         cells.append(cell)
     if "compare" in fields:
-        compare = [tuple(_safe(doc, ("compare", i, j), n) for j, n in enumerate(pair))
+        compare = [tuple(_safe(doc, ("compare", i, j), n, in_list=True) for j, n in enumerate(pair))
                    for i, pair in enumerate(fields["compare"])]
     else:
         compare = [(variants[0], v) for v in variants[1:]]
