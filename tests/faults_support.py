@@ -34,7 +34,7 @@ def fault_programs(cache: Path) -> dict[str, Path]:
     """guest path -> host file: the static fault program (compiled like the
     project's own, into the orchestrator's cache) and the fault script (in cache)."""
     from orchestrator.kernel import toolchain
-    from orchestrator.vm.static_program import compile_static
+    from orchestrator.kernel.static_program import compile_static
 
     binary = compile_static([FIXTURES / "fault.c"], toolchain.detect(), ("-O1", "-Wall"), "fault", timeout=120)
     script = cache / "fault-sh"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.vm import programs as gp
+from orchestrator.kernel import guest_programs as gp
 from orchestrator.errors import BuildFailed
 from orchestrator.vm.image import EM_AARCH64, read_elf
 from orchestrator.paths import GUEST_DIR

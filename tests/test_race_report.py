@@ -157,7 +157,7 @@ def test_workload_and_matrix():
 
 
 def test_race_programs_are_arm64_static_and_executable():
-    from orchestrator.vm.race_programs import race_programs
+    from orchestrator.kernel.race_programs import race_programs
     from orchestrator.kernel.toolchain import detect
     files = race_programs(detect())
     assert set(files) == {"/opt/orch/bin/race_ager", "/opt/orch/workloads/race-stress"}

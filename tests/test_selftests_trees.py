@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.vm import programs as gp
+from orchestrator.kernel import guest_programs as gp
 from orchestrator.kernel.build import make_env
 from orchestrator.paths import GUEST_DIR
 from orchestrator.kernel.selftests import WANTED, tree_test_list

@@ -1,4 +1,4 @@
-"""orchestrator/vm/static_program.py: one way to compile and cache a static arm64 program."""
+"""orchestrator/kernel/static_program.py: one way to compile and cache a static arm64 program."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import pytest
 
 from orchestrator.errors import UserError
 from orchestrator.kernel import toolchain
-from orchestrator.vm import static_program
-from orchestrator.vm.static_program import CompileFailed, compile_argv, compile_static
+from orchestrator.kernel import static_program
+from orchestrator.kernel.static_program import CompileFailed, compile_argv, compile_static
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from orchestrator.paths import GUEST_DIR, cache_dir
 from orchestrator.kernel.selftests import SelftestsBuild
 from orchestrator.kernel.source import PreparedSource
 from orchestrator.kernel.toolchain import Toolchain
-from orchestrator.vm.guest_paths import GUEST_BIN_DIR, GUEST_SELFTESTS_DIR, GUEST_WORKLOADS_DIR
+from orchestrator.guest_paths import GUEST_BIN_DIR, GUEST_SELFTESTS_DIR, GUEST_WORKLOADS_DIR
 
 GUEST_PROGRAMS_DIR = GUEST_BIN_DIR  # the name tests/test_guest_programs.py reads
 RECIPE_VERSION = "1"
@@ -228,7 +228,7 @@ def _build(srcs: GuestSources, source: PreparedSource, selftests: SelftestsBuild
 def all_guest_programs(source: PreparedSource, selftests: SelftestsBuild, tc: Toolchain) -> dict[str, Path]:
     """Every program the guest image carries: guest/*.c on the selftest library,
     plus the plain static ones of guest/race (race_programs)."""
-    from orchestrator.vm.race_programs import race_programs
+    from orchestrator.kernel.race_programs import race_programs
     files = build_guest_programs(source, selftests, tc, strict=False)
     files.update(race_programs(tc))
     return files

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from orchestrator.paths import GUEST_DIR
 from orchestrator.kernel.toolchain import Toolchain
-from orchestrator.vm.guest_paths import GUEST_BIN_DIR, GUEST_WORKLOADS_DIR
-from orchestrator.vm.static_program import compile_static
+from orchestrator.guest_paths import GUEST_BIN_DIR, GUEST_WORKLOADS_DIR
+from orchestrator.kernel.static_program import compile_static
 
 RACE_DIR = GUEST_DIR / "race"
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-pthread")  # compile_static adds -static

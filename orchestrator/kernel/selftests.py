@@ -158,7 +158,7 @@ def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, p
 def _build_unlisted(source: PreparedSource, partial: SelftestsBuild, tc: Toolchain, name: str, log) -> str | None:
     """Compile a test the tree's Makefile does not list for arm64 against the
     library it built; None on success, else the reason it is unavailable."""
-    from orchestrator.vm.programs import compile_against_library, first_reason  # guest_programs imports this module
+    from orchestrator.kernel.guest_programs import compile_against_library, first_reason  # guest_programs imports this module
     kvm_dir = source.repo / "tools/testing/selftests/kvm"
     try:
         compile_against_library(source, partial, tc, kvm_dir / f"{name}.c", partial.out_dir / name, log)

@@ -13,14 +13,14 @@ from orchestrator.kernel import toolchain as toolchain_mod
 from orchestrator.kernel.apply import ApplyResult, apply_series
 from orchestrator.kernel.build import BuildResult, build_kernel, locked
 from orchestrator.errors import BuildFailed, UserError
-from orchestrator.vm.programs import all_guest_programs, unavailable_programs
+from orchestrator.kernel.guest_programs import all_guest_programs, unavailable_programs
 from orchestrator.kernel.kconfig import load_config_set
 from orchestrator.progress import Progress
 from orchestrator.kernel.selftests import SelftestsBuild, build_selftests
 from orchestrator.kernel.series import Series
 from orchestrator.kernel.source import PreparedSource, SourceSpec, git, prepare, worktree_identity
 from orchestrator.kernel.variants import resolve
-from orchestrator.vm.guest_paths import GUEST_SELFTESTS_DIR
+from orchestrator.guest_paths import GUEST_SELFTESTS_DIR
 
 
 class SeriesDidNotApply(Exception):

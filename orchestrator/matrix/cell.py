@@ -17,7 +17,7 @@ from orchestrator.matrix.spec import Cell
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.crashes import crash_record
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, write_json_atomic
-from orchestrator.vm.guest_paths import under_root
+from orchestrator.guest_paths import under_root
 from orchestrator.vm.machine import shape_by_name
 from orchestrator.vm.nested_kvm import check_nested_kvm
 from orchestrator.vm.session import start_guest

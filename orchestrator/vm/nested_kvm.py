@@ -15,8 +15,8 @@ from pathlib import Path
 
 from orchestrator.kernel import toolchain
 from orchestrator.paths import GUEST_DIR
-from orchestrator.vm.guest_paths import KVM_PROBE_PATH
-from orchestrator.vm.static_program import compile_argv, compile_static
+from orchestrator.guest_paths import KVM_PROBE_PATH
+from orchestrator.kernel.static_program import compile_argv, compile_static
 
 PROBE_SOURCE = GUEST_DIR / "kvm_probe.c"
 PROBE_GUEST_PATH = KVM_PROBE_PATH  # the name session.py, tests and bench import

@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator import datafiles
 from orchestrator.errors import UserError
 from orchestrator.paths import PROJECT_ROOT, safe_name
-from orchestrator.vm.guest_paths import under_root
+from orchestrator.guest_paths import under_root
 
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
 

@@ -22,7 +22,7 @@ from orchestrator.parsers.lrugen import parse_lru_gen
 from orchestrator.parsers.tracestats import buffer_totals, parse_cpu_stats, parse_kprobe_profile, summarize_trace
 from orchestrator.parsers.vmstat import delta, parse_vmstat
 from orchestrator.parsers.race_trace import race_metrics
-from orchestrator.vm.guest_paths import GUEST_EVIDENCE_DIR, GUEST_LIMIT_SIGNAL, SHELL_SIGNAL_BASE, WORKLOAD_CGROUP
+from orchestrator.guest_paths import GUEST_EVIDENCE_DIR, GUEST_LIMIT_SIGNAL, SHELL_SIGNAL_BASE, WORKLOAD_CGROUP
 from orchestrator.workload.tracing import KPROBE_GROUP, TracepointSet
 from orchestrator.workload.definitions import Workload, parse_workload_output
 from orchestrator.workload.outcome import LOCK_CLASSES, WorkloadRun
