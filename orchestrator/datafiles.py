@@ -104,8 +104,9 @@ DEFAULT_WORDING = Wording()
 # -- the schema ---------------------------------------------------------------------------
 
 class Schema(Protocol):
-    expected: str  # what a value must be, for messages: "an integer from 1 to 64"
-    node_kind: type[yaml.Node]
+    """What every schema class has; Scalar, List, Mapping and MapOf also say which
+    YAML node kind they read (`node_kind`), which is how OneOf picks among them."""
+    expected: str  # what a value must be, for messages: "a list of patch file names"
 
     def walk(self, doc: Document, node: yaml.Node, at: KeyPath) -> Any: ...
 
