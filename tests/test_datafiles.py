@@ -171,3 +171,15 @@ def test_too_large_a_file_is_refused_before_it_is_parsed(tmp_path):
         f.truncate(datafiles.MAX_BYTES + 1)
     with pytest.raises(UserError, match="test file larger than 1 MB"):
         datafiles.load(p, SCHEMA, what="test")
+
+
+def test_timed_names_a_set_that_does_not_exist(tmp_path, monkeypatch):
+    from orchestrator.kernel import kconfig
+    from orchestrator.workload import timing
+    f = tmp_path / "sets.yaml"
+    f.write_text("sets:\n  timing: [base]\n  evidence: [base]\ntimed:\n  - timng\n")
+    monkeypatch.setattr(kconfig, "sets_file", lambda: f)
+    with pytest.raises(UserError) as e:
+        timing.timed_config_sets()
+    text = str(e.value)
+    assert f"{f}:5:" in text and "'timng'" in text and "did you mean 'timing'" in text, text

@@ -116,9 +116,14 @@ SETS_SCHEMA = datafiles.Mapping({
 })
 
 
+def load_sets_file() -> datafiles.Document:
+    """kernel_configs/sets.yaml, checked against SETS_SCHEMA (each set's body when it is used)."""
+    return datafiles.load(sets_file(), SETS_SCHEMA, what="config sets", wording=datafiles.KeyNamedInText())
+
+
 def load_config_set(spec: str | None) -> ConfigSet:
     """A named set from kernel_configs/sets.yaml, or a comma list of fragments."""
-    doc = datafiles.load(sets_file(), SETS_SCHEMA, what="config sets", wording=datafiles.KeyNamedInText())
+    doc = load_sets_file()
     sets = doc.data["sets"]
     name = spec or doc.data.get("default") or "evidence"
     base = "allnoconfig"

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 
-import yaml
-
-from orchestrator.kernel.kconfig import sets_file
+from orchestrator.errors import did_you_mean
+from orchestrator.kernel.kconfig import load_sets_file
 
 # Above this 1-minute load average per host core the host counts as loaded:
 # TCG vCPU threads then compete with other work for the same cores.
@@ -20,9 +19,15 @@ LOADED_PER_CORE = 1.0
 
 
 def timed_config_sets() -> frozenset[str]:
-    data = yaml.safe_load(sets_file().read_text()) or {}
-    timed = data.get("timed") or []
-    return frozenset(str(x) for x in timed) if isinstance(timed, list) else frozenset()
+    """The `timed:` list of sets.yaml; a name that is no set is an error (a typo
+    would otherwise arm the probes in the very cells meant to be timed)."""
+    doc = load_sets_file()
+    sets = doc.data["sets"]
+    for i, name in enumerate(doc.data["timed"]):
+        if name not in sets:
+            raise doc.error(("timed", i), f"no config set {name!r}{did_you_mean(name, sets)}",
+                            hint=f"name one of the sets in {doc.path}: {', '.join(sorted(sets))}")
+    return frozenset(doc.data["timed"])
 
 
 def is_timed(config_set: str) -> bool:
