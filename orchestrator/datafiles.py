@@ -26,6 +26,7 @@ import yaml
 import yaml.constructor
 
 from orchestrator.errors import UserError, did_you_mean
+from orchestrator.paths import safe_name
 
 KeyPath = tuple[str | int, ...]
 MAX_BYTES = 1_000_000  # data files are short; a bigger one is a mistake (or hostile)
@@ -438,3 +439,15 @@ def read_data(path: Path, what: str) -> Any:
     """Plain values of a YAML file without a schema (for readers that only glance at it)."""
     root = compose(path, read_text(path, what), what)
     return None if root is None else Document(path).construct(root)
+
+
+def named_file(directory: Path, name: str, *, what: str, plural: str) -> Path:
+    """`directory/NAME.yaml` for a data file named by the user (a workload, a
+    tracepoint set); an unknown name is an error listing the known ones."""
+    safe_name(name, what=f"{what} name")
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise UserError(f"unknown {what} {name!r}{did_you_mean(name, known)}",
+                        hint=f"known {plural}: {', '.join(known)} (in {directory})")
+    return path

@@ -183,3 +183,12 @@ def test_timed_names_a_set_that_does_not_exist(tmp_path, monkeypatch):
         timing.timed_config_sets()
     text = str(e.value)
     assert f"{f}:5:" in text and "'timng'" in text and "did you mean 'timing'" in text, text
+
+
+def test_unknown_workload_or_tracepoint_set_names_the_closest():
+    from orchestrator.workload.definitions import load_workload
+    from orchestrator.workload.tracing import load_tracepoint_set
+    with pytest.raises(UserError, match=r"unknown workload 'page-idel' \(did you mean 'page-idle'\?\)"):
+        load_workload("page-idel")
+    with pytest.raises(UserError, match=r"unknown tracepoint set 'agng'"):
+        load_tracepoint_set("agng")

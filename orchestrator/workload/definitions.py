@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator import datafiles
 from orchestrator.errors import UserError
-from orchestrator.paths import PROJECT_ROOT, safe_name
+from orchestrator.paths import PROJECT_ROOT
 from orchestrator.guest_paths import under_root
 
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
@@ -133,11 +133,7 @@ _PREFIX_RULE = "letters, digits, _ . - (starting with a letter)"
 
 
 def load_workload(name: str) -> Workload:
-    safe_name(name, what="workload name")
-    path = WORKLOADS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml")))
-        raise UserError(f"unknown workload {name!r}", hint=f"known workloads: {known}")
+    path = datafiles.named_file(WORKLOADS_DIR, name, what="workload", plural="workloads")
     doc = datafiles.load(path, workload_schema(), what="workload")
     data = doc.data
     prefix = data.get("metric_prefix", name)

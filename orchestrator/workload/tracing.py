@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import datafiles
-from orchestrator.errors import UserError
-from orchestrator.paths import PROJECT_ROOT, safe_name
+from orchestrator.paths import PROJECT_ROOT
 
 TRACEPOINTS_DIR = PROJECT_ROOT / "tracepoints"
 TRACEFS = "/sys/kernel/tracing"
@@ -107,11 +106,7 @@ TRACEPOINT_SET_SCHEMA = datafiles.Mapping({
 
 
 def load_tracepoint_set(name: str) -> TracepointSet:
-    safe_name(name, what="tracepoint set")
-    path = TRACEPOINTS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in TRACEPOINTS_DIR.glob("*.yaml")))
-        raise UserError(f"unknown tracepoint set {name!r}", hint=f"known sets: {known}")
+    path = datafiles.named_file(TRACEPOINTS_DIR, name, what="tracepoint set", plural="tracepoint sets")
     doc = datafiles.load(path, TRACEPOINT_SET_SCHEMA, what="tracepoint set")
     kprobes = []
     for i, kp in enumerate(doc.data["kprobes"]):
