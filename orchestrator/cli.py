@@ -90,16 +90,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """Apply a series to a scratch commit of the source and print the per-patch report."""
-    from orchestrator.kernel.apply import apply_series
-    from orchestrator.kernel.build import locked
-    from orchestrator.kernel.series import load_series
-    from orchestrator.kernel.source import SourceSpec, prepare
-    series = load_series(args.series)  # bad input is refused before the source is unpacked
-    source = prepare(SourceSpec.parse(args.source))
-    if source.in_place:
-        raise UserError("`apply` works on a tarball or PATH@REF source, not your own work tree")
-    with locked(f"tree-{source.key}"):
-        result = apply_series(source.repo, source.base_commit or "HEAD", series)
+    from orchestrator.kernel.apply import check_series_applies
+    result = check_series_applies(args.series, args.source)
     print(result.report())
     return EXIT_OK if result.ok else EXIT_FAIL
 

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.atomic import write_json_atomic
 from orchestrator.errors import UserError
-from orchestrator.kernel.series import Hunk, Patch, Series, parse_diff, read_mail
-from orchestrator.kernel.source import git, git_env
+from orchestrator.kernel.build import locked
+from orchestrator.kernel.series import Hunk, Patch, Series, load_series, parse_diff, read_mail
+from orchestrator.kernel.source import SourceSpec, git, git_env, prepare
 
 STATUSES = ("applied", "applied-offset", "applied-3way", "failed", "not-attempted")
 CACHE_VERSION = 1
@@ -295,9 +297,7 @@ def _cached(repo: Path, series: Series, base: str) -> ApplyResult | None:
 def _store(repo: Path, series: Series, base: str, result: ApplyResult) -> None:
     ref, json_path = _cache_paths(repo, series, base)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = json_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=1))
-    tmp.replace(json_path)
+    write_json_atomic(json_path, result.to_json(), sort_keys=False)
     git(repo, "update-ref", ref, result.head)  # the ref is written last: it marks the entry complete
 
 
@@ -391,3 +391,14 @@ def apply_series(repo: Path, base_commit: str, series: Series) -> ApplyResult:
     if final.ok and series.patches:
         _store(repo, series, base, final)
     return final
+
+
+def check_series_applies(series_path: Path, source_arg: str | None) -> ApplyResult:
+    """`orchestrator apply`: the series applied to a scratch commit of the
+    source (a tarball or PATH@REF, never the developer's own work tree)."""
+    series = load_series(series_path)  # bad input is refused before the source is unpacked
+    source = prepare(SourceSpec.parse(source_arg))
+    if source.in_place:
+        raise UserError("`apply` works on a tarball or PATH@REF source, not your own work tree")
+    with locked(f"tree-{source.key}"):
+        return apply_series(source.repo, source.base_commit or "HEAD", series)
