@@ -46,7 +46,7 @@ class _Group:
 
 
 def _record_parts(rec) -> tuple[dict, dict[str, float], list]:
-    if isinstance(rec, tuple):  # (CellRecord, Path) as report.markdown gets them
+    if isinstance(rec, tuple):  # (CellRecord, Path) as write_reports hands them on
         rec = rec[0]
     return rec.cell, rec.metrics, rec.steps
 

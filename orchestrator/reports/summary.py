@@ -258,10 +258,6 @@ def cells_markdown(records: list[CellRecord]) -> str:
     return "\n".join(["## Cells", ""] + _md_table(["cell", "status", "workload s", "boot s", "first problem"], rows)) + "\n"
 
 
-def markdown(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> str:
-    return render_markdown(_headline(matrix, recs), [r for r, _ in recs])
-
-
 def render_markdown(h: Headline, records: list[CellRecord]) -> str:
     # The sections a matrix exists for (race evidence, the aging study) follow the verdict directly.
     parts = [f"# {h.title}: {len(records)} cell(s)", "", headline_markdown(h)]
@@ -380,10 +376,6 @@ pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}details{{ma
 {_table(["cell", "status", "workload s", "boot s", "first problem"], cells)}
 {"<h2>Failure excerpts</h2>" + excerpts if excerpts else ""}
 </body></html>"""
-
-
-def html_report(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> str:
-    return render_html(_headline(matrix, recs), [r for r, _ in recs])
 
 
 def _headline(matrix: Matrix, recs: list[tuple[CellRecord, Path | None]]) -> Headline:
