@@ -30,7 +30,6 @@ from orchestrator.kernel.toolchain import Toolchain
 
 # Bump when the build recipe changes in a way that changes artifacts.
 RECIPE_VERSION = "1"
-ARTIFACTS = ("Image", "vmlinux", "System.map", ".config")
 REPRO_ENV = {
     # Reproducible build identity: the banner and ccache hits do not depend on when/where.
     "KBUILD_BUILD_TIMESTAMP": "1970-01-01",
