@@ -1,1 +1,1 @@
-"""Judgement: verdicts on a workload run and the expectations they check."""
+"""Judgement: steps and their statuses, verdicts on a workload run and the expectations they check."""

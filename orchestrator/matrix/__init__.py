@@ -1,1 +1,1 @@
-"""Matrix: matrix files, expansion into cells, and running them."""
+"""Matrix: matrix files, expansion into cells, the scheduler, and one cell run end to end."""

@@ -1,1 +1,1 @@
-"""Reports: results on disk, JUnit, KCIDB, statistics, summary/HTML and its sections."""
+"""Reports: results on disk, JUnit, KCIDB, statistics, summary/HTML and its sections, runs re-rendered, merged and compared."""

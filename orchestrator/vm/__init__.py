@@ -1,1 +1,1 @@
-"""Guest VM stage: image, machine shapes -> QEMU argv, console, SSH, shell, boot session, nested-KVM check, guest programs."""
+"""Guest VM stage: image, machine shapes -> QEMU argv, console, SSH, shell, boot session, nested-KVM check."""
