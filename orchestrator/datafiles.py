@@ -15,7 +15,7 @@ which locates the key the same way.
 """
 from __future__ import annotations
 
-import difflib
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import yaml
 import yaml.constructor
 
-from orchestrator.errors import UserError, did_you_mean
+from orchestrator.errors import UserError, did_you_mean, nearest
 from orchestrator.paths import safe_name
 
 KeyPath = tuple[str | int, ...]
@@ -55,8 +55,8 @@ def shown(node: yaml.Node) -> str:
 
 def closest(word: object, known: Sequence[str]) -> str:
     """' (closest: 'lower')' for a value near a known one, else ''."""
-    near = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.5)
-    return f" (closest: {near[0]!r})" if near else ""
+    near = nearest(str(word), known, cutoff=0.5)
+    return f" (closest: {near!r})" if near else ""
 
 
 # -- how errors are worded ----------------------------------------------------------------
@@ -212,7 +212,7 @@ class List:
     node_kind = yaml.SequenceNode
 
     def walk(self, doc: Document, node: yaml.Node, at: KeyPath) -> Any:
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and self.min_items == 0:
+        if _is_null(node) and self.min_items == 0:
             return []  # `events:` with nothing after it
         if not isinstance(node, yaml.SequenceNode):
             raise doc.wrong_type(node, at, self.expected, self.hint)
@@ -280,7 +280,7 @@ class MapOf:
     node_kind = yaml.MappingNode
 
     def walk(self, doc: Document, node: yaml.Node, at: KeyPath) -> Any:
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+        if _is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
             raise doc.wrong_type(node, at, self.expected, self.hint)
@@ -404,8 +404,15 @@ def read_text(path: Path, what: str) -> str:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+@functools.lru_cache(maxsize=64)
 def compose(path: Path, text: str, what: str, *, allow_aliases: bool = True) -> yaml.Node | None:
-    """The YAML node tree of `text` (None for an empty file); syntax errors name their line."""
+    """The YAML node tree of `text` (None for an empty file); syntax errors name their line.
+
+    Cached by the text itself: reports load the same few files (sets.yaml,
+    machine shapes, workloads) for every record after every cell, and
+    composing is nearly all of a load's cost.  Walking a tree does not change
+    it (merge keys are flattened once, the same way each time), so documents
+    may share one; each still constructs its own values."""
     try:
         if not allow_aliases:
             for event in yaml.parse(text, Loader=yaml.SafeLoader):

@@ -32,10 +32,16 @@ class OptionsDropped(UserError):
     under test failed (a verdict), not bad input."""
 
 
+def nearest(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The known name closest to `name` (difflib ratio >= cutoff), or None."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """' (did you mean 'v4-fixed'?)' for a near miss (difflib ratio >= 0.6), else ''."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = nearest(name, known)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 class BuildFailed(Exception):
