@@ -258,16 +258,21 @@ def cells_markdown(records: list[CellRecord]) -> str:
     return "\n".join(["## Cells", ""] + _md_table(["cell", "status", "workload s", "boot s", "first problem"], rows)) + "\n"
 
 
-def render_markdown(h: Headline, records: list[CellRecord]) -> str:
+def render_markdown(h: Headline, records: list[CellRecord], sections: list[str] | None = None) -> str:
     # The sections a matrix exists for (race evidence, the aging study) follow the verdict directly.
     parts = [f"# {h.title}: {len(records)} cell(s)", "", headline_markdown(h)]
-    parts += [s.rstrip() + "\n" for s in _extra_sections(records)]
+    parts += [s.rstrip() + "\n" for s in (_extra_sections(records) if sections is None else sections)]
     parts += [comparison_markdown(h), cells_markdown(records)]
     return "\n".join(parts)
 
 
 def _extra_sections(records: list[CellRecord]) -> list[str]:
     return [s for f in EXTRA_SECTIONS if (s := f(records))]
+
+
+def _extra_figures(records: list[CellRecord]) -> dict[str, bytes]:
+    """File name -> PNG of the figures the extra sections show."""
+    return {name: png for f in EXTRA_FIGURES if (fig := f(records)) for name, png in [fig]}
 
 
 # ---- plots -------------------------------------------------------------------
@@ -335,7 +340,8 @@ def _status_html(status: str) -> str:
     return f'<span class="{cls}">{html.escape(status)}</span>'
 
 
-def render_html(h: Headline, records: list[CellRecord]) -> str:
+def render_html(h: Headline, records: list[CellRecord], sections: list[str] | None = None,
+                figures: dict[str, bytes] | None = None) -> str:
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(t)}" src="data:image/png;base64,{b}"></figure>' for t, b in plots(h))
     comp = []
@@ -357,8 +363,9 @@ def render_html(h: Headline, records: list[CellRecord]) -> str:
               fmt(r.metrics["boot.ready_s"]) if "boot.ready_s" in r.metrics else "–", e(_first_problem(r))] for r in records]
     excerpts = "".join(f"<details><summary><code>{e(r.key)}</code> {e(s.name)}</summary><pre>{e(s.excerpt[-3000:])}</pre></details>"
                        for r, s in h.failures if s.excerpt)
-    figures = {name: png for f in EXTRA_FIGURES if (fig := f(records)) for name, png in [fig]}
-    extra = "".join(f"<section>{_section_html(s, figures)}</section>" for s in _extra_sections(records))
+    figures = _extra_figures(records) if figures is None else figures
+    sections = _extra_sections(records) if sections is None else sections
+    extra = "".join(f"<section>{_section_html(s, figures)}</section>" for s in sections)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(h.title.strip('`'))}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:1400px}}figure{{display:block;margin:.4em 0}}
 table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}
@@ -395,10 +402,12 @@ def _section_html(text: str, figures: dict[str, bytes]) -> str:
 
 def write_headline_reports(h: Headline, recs: list[tuple[CellRecord, Path | None]], out: Path) -> None:
     records = [r for r, _ in recs]
-    for f in EXTRA_FIGURES:
-        if fig := f(records):
-            write_bytes_atomic(out / fig[0], fig[1])
-    for name, text in (("summary.md", render_markdown(h, records)), ("report.html", render_html(h, records))):
+    # Once for both files: the aging study's section and plot take seconds on a big run.
+    sections, figures = _extra_sections(records), _extra_figures(records)
+    for name, png in figures.items():
+        write_bytes_atomic(out / name, png)
+    for name, text in (("summary.md", render_markdown(h, records, sections)),
+                       ("report.html", render_html(h, records, sections, figures))):
         write_text_atomic(out / name, text)
 
 
