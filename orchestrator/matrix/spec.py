@@ -13,7 +13,11 @@ from typing import Any
 
 from orchestrator import datafiles
 from orchestrator.errors import UserError, did_you_mean
+from orchestrator.kernel.kconfig import load_config_set
+from orchestrator.kernel.variants import VARIANTS_FILE, load_variants
 from orchestrator.paths import PROJECT_ROOT, safe_name
+from orchestrator.vm.machine import available_shapes, shape_by_name
+from orchestrator.workload import definitions  # its WORKLOADS_DIR read at call time (tests point it elsewhere)
 
 MATRICES_DIR = PROJECT_ROOT / "matrices"
 AXES = ("variant", "config_set", "machine", "workload")
@@ -152,7 +156,6 @@ def _workload(doc: datafiles.Document, value: str | dict, at: datafiles.KeyPath)
 
 def _checked_variants(doc: datafiles.Document, named: Named, series: Path) -> None:
     """Every variant is named in the series' variants.yaml (when the series has one)."""
-    from orchestrator.kernel.variants import VARIANTS_FILE, load_variants
     if not (series / VARIANTS_FILE).is_file():
         return
     known = load_variants(series)
@@ -164,7 +167,6 @@ def _checked_variants(doc: datafiles.Document, named: Named, series: Path) -> No
 
 def _checked_config_sets(doc: datafiles.Document, named: Named) -> None:
     """Every config set (or fragment list) resolves, before anything is built."""
-    from orchestrator.kernel.kconfig import load_config_set
     for name, at in named:
         try:
             load_config_set(name)
@@ -175,12 +177,11 @@ def _checked_config_sets(doc: datafiles.Document, named: Named) -> None:
 def _checked_workload(doc: datafiles.Document, at: datafiles.KeyPath, ref: WorkloadRef) -> WorkloadRef:
     """The workload exists and every parameter is known and matches its pattern:
     checked when the matrix is loaded, before listing, building or booting."""
-    from orchestrator.workload.definitions import WORKLOADS_DIR, load_workload  # workloads imports nothing of ours back
-    known = sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
+    known = sorted(p.stem for p in definitions.WORKLOADS_DIR.glob("*.yaml"))
     if ref.name not in known:
         raise doc.error(at, f"unknown workload {ref.name!r}{did_you_mean(ref.name, known)}; "
                             f"known workloads: {', '.join(known)}")
-    workload = load_workload(ref.name)
+    workload = definitions.load_workload(ref.name)
     given = ref.params_dict()
     for pname in given:
         if pname not in workload.params:
@@ -196,7 +197,6 @@ def _checked_workload(doc: datafiles.Document, at: datafiles.KeyPath, ref: Workl
 
 def _checked_machines(doc: datafiles.Document, named: Named) -> None:
     """Every machine shape exists (a path is read as is) and loads."""
-    from orchestrator.vm.machine import available_shapes, shape_by_name
     known = available_shapes()
     for name, at in named:
         if "/" not in name and not name.endswith((".yaml", ".yml")) and name not in known:

@@ -38,7 +38,7 @@ COMPARED_KEYS = {"metric": "metric name as in metrics.json (e.g. lock.mmu_lock.w
                  "label": "what the report calls it", "unit": "unit shown after values (\"\" for a count)",
                  "better": "lower, higher or neither"}
 # First component of every metric name the collectors and parsers emit
-# (evidence.py, race_report.py, runner.py); a workload's own lines add its prefix.
+# (workload/evidence.py, parsers/race_trace.py, matrix/cell.py); a workload's own lines add its prefix.
 METRIC_FAMILIES = ("boot", "kprobe", "lock", "lru_gen", "memcg", "nested_kvm", "phase", "race", "trace", "vmstat", "workload")
 
 

@@ -3,8 +3,9 @@ and turn it into flat metrics.
 
 Order in the guest: snapshots (vmstat, memcg events) -> tracing on -> clear
 lock_stat -> workload in its own memcg, under a time limit -> tracing off ->
-snapshots again, and lru_gen (only its state after the run is parsed).  Raw files land in the cell directory before anything is
-parsed, so a parser bug never loses a measurement.
+snapshots again, and lru_gen (only its state after the run is parsed).  Raw
+files land in the cell directory before anything is parsed, so a parser bug
+never loses a measurement.
 """
 from __future__ import annotations
 
