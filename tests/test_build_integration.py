@@ -14,6 +14,7 @@ from orchestrator.cli import main as cli_main
 from orchestrator.errors import BuildFailed
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.kernel.variant_build import BuildRequest, build_variant
+from orchestrator.kernel.source import installed_source_package_version
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -55,12 +56,17 @@ def test_baseline_builds_an_arm64_image(baseline):
     assert [r.patch.name[:4] for r in baseline.apply.results] == ["0000"]
 
 
-def test_metadata_is_complete(baseline):
+def test_metadata_is_complete(baseline, kernel_source):
     meta = baseline.kernel.metadata
     for key in ("key", "source", "tree_id", "config_sha256", "toolchain", "durations_s", "artifacts_sha256",
                 "reproducer", "fragments", "make"):
         assert meta.get(key), key
-    assert meta["source"]["sha256"] and meta["source"]["kernel_version"] == "6.12.117"
+    # The version the installed tarball itself declares (its Makefile), never a
+    # literal: Debian's linux-source-6.12 moves with 6.12.y security updates.
+    assert meta["source"]["sha256"] and meta["source"]["kernel_version"] == kernel_source.kernel_version
+    assert meta["source"]["kernel_version"].startswith("6.12.")
+    package = installed_source_package_version()
+    assert package is None or package.split(":")[-1].startswith(kernel_source.kernel_version + "-"), package
     assert set(meta["artifacts_sha256"]) == {"Image", "vmlinux", "System.map", ".config"}
     assert meta["reproducer"].startswith("orchestrator build")
     assert (baseline.kernel.out_dir / "build.log").is_file()

@@ -131,7 +131,7 @@ def test_real_61_run_kcidb_json_validates():
     data = json.loads((LINUX61_RUN / "kcidb.json").read_text())
     V5_3.validate(data)
     (checkout,), (build,) = data["checkouts"], data["builds"]
-    assert checkout["git_commit_name"] == "6.1.192" and checkout["patchset_hash"] == "" and checkout["valid"]
+    assert checkout["git_commit_name"].startswith("6.1.") and checkout["patchset_hash"] == "" and checkout["valid"]
     assert build["checkout_id"] == checkout["id"] and build["config_name"] == "evidence-modules"
     assert build["status"] == "PASS" and build["compiler"].startswith("aarch64-linux-gnu-gcc") and build["duration"] > 60
     assert {t["path"]: t["status"] for t in data["tests"]} == {

@@ -20,7 +20,7 @@ def git(repo: Path, *args: str) -> None:
 def tree(tmp_path: Path) -> Path:
     t = tmp_path / "linux"
     t.mkdir()
-    (t / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n")
+    (t / "Makefile").write_text("VERSION = 9\nPATCHLEVEL = 99\nSUBLEVEL = 987\nEXTRAVERSION =\n")
     (t / "a.c").write_text("int a;\n")
     git(t, "init", "-q")
     git(t, "add", "-A")
@@ -39,7 +39,7 @@ def test_spec_forms(tree: Path, tmp_path: Path):
 
 
 def test_kernel_version_from_makefile(tree: Path):
-    assert kernel_version(tree) == "6.12.117"
+    assert kernel_version(tree) == "9.99.987"  # a synthetic Makefile, not a Debian release
 
 
 def test_worktree_identity_tracks_uncommitted_and_untracked_changes(tree: Path):

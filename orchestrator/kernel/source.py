@@ -128,6 +128,15 @@ def _debian_package_version(package: str) -> str | None:
     return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
 
 
+def installed_source_package_version() -> str | None:
+    """The installed linux-source-6.12 package version (e.g. 6.12.118-1~deb12u1), or None.
+
+    Debian replaces it with each 6.12.y security update and drops the old one from
+    the archive: code and tests ask what is installed, never assume a patch level.
+    """
+    return _debian_package_version(DEFAULT_TARBALL_PACKAGE)
+
+
 def _prepare_tarball(spec: SourceSpec) -> PreparedSource:
     if not spec.path.is_file():
         hint = (
@@ -150,7 +159,7 @@ def _prepare_tarball(spec: SourceSpec) -> PreparedSource:
         "kind": "tarball",
         "tarball": str(spec.path),
         "sha256": digest,
-        "debian_package": _debian_package_version(DEFAULT_TARBALL_PACKAGE) if spec.path == DEFAULT_TARBALL else None,
+        "debian_package": installed_source_package_version() if spec.path == DEFAULT_TARBALL else None,
     }
     version = kernel_version(repo)
     identity["kernel_version"] = version
