@@ -1,7 +1,8 @@
 """Run a matrix's cells: in order (or several at once with --jobs), building
-each kernel once, resuming finished cells, and publishing results after every
-cell.  Ctrl-C / SIGTERM ends every child, keeps what was measured and marks
-the rest "not run"; a full disk stops the run with a message saying where."""
+each kernel once, resuming finished cells, saving each cell's record and
+junit.xml after every cell and the full reports at the end.  Ctrl-C / SIGTERM
+ends every child, keeps what was measured and marks the rest "not run"; a
+full disk stops the run with a message saying where."""
 from __future__ import annotations
 
 import signal
@@ -55,7 +56,7 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
     failure: UserError | None = None
     done: set[str] = set()
     def finished(i: int, cell: Cell, rec: CellRecord) -> None:
-        """Main thread only: mark complete, publish JUnit and reports."""
+        """Main thread only: mark complete, save the record and JUnit (the reports: at the end)."""
         rec.complete = True
         rec.save(out / "cells" / cell.key)
         state.records.append((rec, out / "cells" / cell.key))
