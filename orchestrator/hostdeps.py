@@ -42,6 +42,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("xz", "xz-utils", binary="xz", version_argv=("xz", "--version")),
     Requirement("ccache", "ccache", binary="ccache", version_argv=("ccache", "--version")),
     Requirement("git", "git", binary="git", version_argv=("git", "--version")),
+    Requirement("cpio", "cpio", binary="cpio", version_argv=("cpio", "--version")),  # the tests check our initramfs with GNU cpio
     Requirement("dpkg-deb", "dpkg", binary="dpkg-deb"),  # unpacks the guest image's arm64 packages
     Requirement("apt-get", "apt", binary="apt-get"),  # `apt-get download` of those packages
     Requirement("linux-source-6.12", "linux-source-6.12", path="/usr/src/linux-source-6.12.tar.xz"),

@@ -20,6 +20,8 @@ from orchestrator.kernel.series import Series, load_series, parse_diff
 from orchestrator.kernel.source import PreparedSource, git_env
 from orchestrator.paths import PATCHES_DIR
 
+pytestmark = pytest.mark.integration  # a clone of the real 86 K-file tree
+
 F = "mm/Kconfig"  # the file synthetic patches edit
 G = "init/Kconfig"
 

@@ -41,7 +41,8 @@ def test_truncated_metadata_means_incomplete(tmp_path: Path):
 
 
 # gcc 12 error output in the form make prints it.  The real thing is
-# exercised end to end by tests/test_faults_build.py (a patch that breaks the build).
+# exercised end to end by tests/test_faults_input.py::test_run_matrix_build_error_shows_the_first_compiler_error
+# (tests/fixtures/patches/break-build.patch, a patch that breaks the build).
 REAL_FAILURE = """\
   CC      arch/arm64/kvm/mmu.o
 ../arch/arm64/kvm/mmu.c: In function 'kvm_age_gfn':

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import need_command
 from orchestrator.vm import cpio
 
 
@@ -57,8 +57,8 @@ def test_deterministic_gzip(tmp_path: Path) -> None:
     assert gzip.decompress(a.read_bytes()) == _sample(tmp_path).to_bytes()
 
 
-@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio(1) not installed")
 def test_gnu_cpio_lists_what_we_wrote(tmp_path: Path) -> None:
+    need_command("cpio", "cpio")
     raw = tmp_path / "a.cpio"
     raw.write_bytes(_sample(tmp_path).to_bytes())
     listing = subprocess.run(

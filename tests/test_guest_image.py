@@ -1,28 +1,29 @@
 """Guest image assembly: ELF parsing on real arm64 binaries, and a real build.
 
-The build test uses Debian arm64 packages (apt-get download, cached under
-$XDG_CACHE_HOME/arm64-orchestrator/debs after the first run).
+The build tests use Debian arm64 packages (apt-get download, cached under
+$XDG_CACHE_HOME/arm64-orchestrator/debs after the first run): they need the
+network on an empty cache, so they are in the integration tier.
 """
 from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import need_command
 from orchestrator.vm import cpio, image as guest_image
 from orchestrator.errors import UserError
 from orchestrator.vm.sshkeys import GuestKeys, parse_dropbear_ed25519
 
 CC = "aarch64-linux-gnu-gcc"
-needs_cc = pytest.mark.skipif(shutil.which(CC) is None, reason=f"{CC} not installed")
 
 
 def _compile(tmp_path: Path, *flags: str) -> Path:
+    need_command(CC, "gcc-aarch64-linux-gnu")
     src = tmp_path / "hello.c"
     body = 'printf("%f\\n", sqrt(x))' if "-lm" in flags else 'puts("hi")'
     src.write_text('#include <math.h>\n#include <stdio.h>\nvolatile double x = 2;\n'
@@ -33,7 +34,6 @@ def _compile(tmp_path: Path, *flags: str) -> Path:
     return out
 
 
-@needs_cc
 def test_read_elf_dynamic_and_static(tmp_path: Path) -> None:
     dynamic = guest_image.read_elf(_compile(tmp_path, "-O2"))
     assert dynamic is not None
@@ -62,6 +62,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     return keys, image, entries, tool, archives
 
 
+@pytest.mark.integration
 def test_image_layout(built) -> None:
     keys, image, entries, _, _ = built
     assert entries["init"].mode == stat.S_IFREG | 0o755
@@ -91,6 +92,7 @@ def test_image_layout(built) -> None:
     assert entries["opt/tool.sh"].mode == stat.S_IFREG | 0o755
 
 
+@pytest.mark.integration
 def test_keys_are_a_second_archive_and_the_base_is_shared(built) -> None:
     keys, image, _, tool, archives = built
     assert len(archives) == 2
@@ -114,6 +116,7 @@ def test_keys_are_a_second_archive_and_the_base_is_shared(built) -> None:
     assert other.key != image.key
 
 
+@pytest.mark.integration
 def test_corrupt_cached_base_is_rebuilt_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A flipped byte in the cached base (a private cache: debs linked from the real one)."""
     import faults_support as fs
@@ -134,6 +137,7 @@ def test_corrupt_cached_base_is_rebuilt_not_used(tmp_path: Path, monkeypatch: py
     assert fs.partial_files(tmp_path / "xdg" / "arm64-orchestrator" / "images") == []
 
 
+@pytest.mark.integration
 def test_applet_list_matches_busybox() -> None:
     busybox = guest_image.unpack_deb(guest_image.fetch_deb("busybox-static")) / "bin/busybox"
     have = guest_image.busybox_applets(busybox)
@@ -141,6 +145,7 @@ def test_applet_list_matches_busybox() -> None:
     assert set(guest_image.APPLETS) <= have
 
 
+@pytest.mark.integration
 def test_bad_extras_are_user_errors(tmp_path: Path) -> None:
     x86 = Path("/bin/true")  # a host (x86_64) binary
     with pytest.raises(UserError, match="not an arm64"):
@@ -149,11 +154,14 @@ def test_bad_extras_are_user_errors(tmp_path: Path) -> None:
         guest_image.build_image(extra={"/init": x86})
     with pytest.raises(UserError, match="not found"):
         guest_image.build_image(extra={"/opt/x": tmp_path / "missing"})
-    with pytest.raises(ValueError, match="together"):
+
+
+def test_keys_come_in_pairs() -> None:
+    with pytest.raises(ValueError, match="together"):  # checked before any package is fetched
         guest_image.build_image(ssh_pubkey="ssh-ed25519 AAAA x")
 
 
-@needs_cc
+@pytest.mark.integration
 def test_dynamic_extra_gets_its_libraries(tmp_path: Path) -> None:
     prog = _compile(tmp_path, "-O2", "-lm")
     assert guest_image.read_elf(prog).needed == ("libm.so.6", "libc.so.6")

@@ -47,6 +47,7 @@ def _makefile_cflags(tree: Path) -> set[str]:
     return {w for w in words if not w.startswith(("-I", "$("))}
 
 
+@pytest.mark.integration
 def test_flags_are_the_makefiles(kernel_source):
     ours = set(gp.CFLAGS) - {"-static", "-D_GNU_SOURCE="}  # -static: our EXTRA_CFLAGS; _GNU_SOURCE: lib.mk
     theirs = _makefile_cflags(kernel_source.repo)

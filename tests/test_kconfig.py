@@ -90,6 +90,7 @@ def test_requesting_n_is_satisfied_by_absence(tmp_path: Path):
     assert verify_config("CONFIG_64BIT=y\n", cs) == []
 
 
+@pytest.mark.integration
 def test_real_merge_catches_zram_without_blk_dev(kernel_source, tmp_path: Path):
     """The field-notes trap, for real: allnoconfig + ZRAM=y without BLK_DEV drops ZRAM."""
     frag = tmp_path / "zram-only.config"
@@ -106,6 +107,7 @@ def test_real_merge_catches_zram_without_blk_dev(kernel_source, tmp_path: Path):
     assert "CONFIG_SWAP" not in msg  # SWAP itself survives allnoconfig
 
 
+@pytest.mark.integration
 def test_real_merge_of_shipped_minimal_set_verifies(kernel_source, tmp_path: Path):
     tc = toolchain.detect()
     cs = load_config_set("minimal")

@@ -1,11 +1,11 @@
 """Nested KVM evidence parsing, on dmesg and probe output captured in real guests."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import need_command
 from orchestrator.vm import image as guest_image
 from orchestrator.vm.nested_kvm import build_kvm_probe, parse_nested_kvm
 
@@ -44,8 +44,8 @@ def test_failures_say_why() -> None:
     assert "started at EL1" in el1.reason and "no output" in el1.reason
 
 
-@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="no cross compiler")
 def test_probe_builds_static_arm64() -> None:
+    need_command("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
     probe = build_kvm_probe()
     info = guest_image.read_elf(probe)
     assert info is not None and info.machine == guest_image.EM_AARCH64

@@ -1,12 +1,12 @@
 """SSH port handling: a taken port is recognised from QEMU's real failure."""
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
+from conftest import need_command
 from orchestrator.vm.console import BootFailure, GuestConsole
 from orchestrator.vm.machine import HostInfo, MachineShape, render_qemu_argv
 from orchestrator.vm.ssh import free_port, port_in_use_failure
@@ -19,8 +19,9 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-aarch64") is None, reason="QEMU not installed")
+@pytest.mark.integration  # starts QEMU
 def test_qemu_port_in_use_is_recognised(tmp_path: Path) -> None:
+    need_command("qemu-system-aarch64", "qemu-system-arm")
     kernel = tmp_path / "Image"
     kernel.write_bytes(b"\0" * 4096)  # QEMU fails on the netdev before booting anything
     with socket.socket() as taken:
