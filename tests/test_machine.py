@@ -48,7 +48,13 @@ def test_golden_argv(shape_name: str, host: str, port: int | None) -> None:
     golden = GOLDEN / f"qemu-{shape_name}-{host}-{'ssh' if port else 'nossh'}.json"
     got = _render(shape_name, host, port)
     if os.environ.get("ORCH_UPDATE_GOLDEN"):
-        golden.write_text(json.dumps(got, indent=1) + "\n")
+        # Regenerating is a change to review, never a pass: write the new file and
+        # fail when it differs, so a run with the variable set cannot hide a change.
+        text = json.dumps(got, indent=1) + "\n"
+        if not golden.is_file() or golden.read_text() != text:
+            golden.write_text(text)
+            pytest.fail(f"{golden.name} regenerated: review `git diff {golden}`, then run without ORCH_UPDATE_GOLDEN",
+                        pytrace=False)
     assert got == json.loads(golden.read_text())
 
 

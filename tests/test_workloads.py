@@ -2,13 +2,15 @@
 (tests/fixtures/workloads/README.md says which kernel and command)."""
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from pathlib import Path
 
 import pytest
 
 from orchestrator.workload import definitions as workloads
 from orchestrator.errors import UserError
-from orchestrator.workload.definitions import (OUTPUT_PARSERS, load_workload, parse_metric_lines, parse_phase_timings,
+from orchestrator.workload.definitions import (OUTPUT_PARSERS, ParamSpec, load_workload, parse_metric_lines, parse_phase_timings,
                                     parse_workload_output)
 
 FIX = Path(__file__).parent / "fixtures"
@@ -136,6 +138,16 @@ def test_bad_params_rejected(name, params):
 def test_command_quotes_every_value():
     w = load_workload("memcg-reclaim")
     assert w.command({"seconds": 5}).startswith("/opt/orch/workloads/memcg-reclaim.sh 512M -m 6")
+    for name in ("page-idle", "mglru-aging", "memcg-reclaim", "race"):
+        shipped = load_workload(name)
+        assert shlex.split(shipped.command({})) == shipped.argv({}), name
+    # A value the shell would split or expand (a permissive pattern lets it through)
+    # is one quoted word of the command, not several.
+    loose = dataclasses.replace(w, params={**w.params, "bytes": ParamSpec("bytes", "16M", ".*")})
+    value = "16 M $(id)"
+    command = loose.command({"bytes": value})
+    assert "'16 M $(id)'" in command
+    assert shlex.split(command) == loose.argv({"bytes": value}) and value in loose.argv({"bytes": value})
 
 
 def _write(tmp_path: Path, body: str) -> None:
