@@ -14,7 +14,8 @@ from typing import Any
 from orchestrator import datafiles
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.kernel.kconfig import load_config_set
-from orchestrator.kernel.variants import VARIANTS_FILE, load_variants
+from orchestrator.kernel.series import load_series
+from orchestrator.kernel.variants import VARIANTS_FILE, load_variants, resolve as resolve_variant
 from orchestrator.paths import PROJECT_ROOT, safe_name
 from orchestrator.vm.machine import available_shapes, shape_by_name
 from orchestrator.workload import definitions  # its WORKLOADS_DIR read at call time (tests point it elsewhere)
@@ -165,6 +166,31 @@ def _checked_variants(doc: datafiles.Document, named: Named, series: Path) -> No
                                 f"variants in {series / VARIANTS_FILE}: {', '.join(known)}", subject="variants")
 
 
+def _checked_series(doc: datafiles.Document, series: Path, variants: list[str]) -> None:
+    """The series is read as the run will read it (every variant resolved to its
+    patches), so a missing path, a directory without patches or a bad patch is
+    refused at load time (`--list`), not when the run reaches the build."""
+    at = ("series",)
+    if not series.exists():
+        raise doc.error(at, f"{series} does not exist",
+                        hint="give a directory with variants.yaml and its patches (like patches/), an mbox or a mail file")
+    if series.is_dir() and not (series / VARIANTS_FILE).is_file():
+        try:
+            found = len(load_series(series).patches)
+        except UserError as exc:
+            said = exc.message if str(series) in exc.message else f"{series}: {exc.message}"
+            raise doc.error(at, said, hint=exc.hint) from None
+        raise doc.error(at, f"{series} has {found} patch(es) but no {VARIANTS_FILE}, so the variants "
+                            f"{', '.join(variants)} name nothing in it",
+                        hint=f"add {series / VARIANTS_FILE}: `variants: {{baseline: [], NAME: [0001-....patch]}}` "
+                             "(see patches/variants.yaml)")
+    for name in variants:
+        try:
+            resolve_variant(series, name)
+        except UserError as exc:
+            raise doc.error(at, f"variant {name!r}: {exc.message}", hint=exc.hint) from None
+
+
 def _checked_config_sets(doc: datafiles.Document, named: Named) -> None:
     """Every config set (or fragment list) resolves, before anything is built."""
     for name, at in named:
@@ -280,6 +306,7 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     extra_v = dict.fromkeys(c.variant for c in cells if c.variant not in variants)
     extra_c = dict.fromkeys(c.config_set for c in cells if c.config_set not in config_sets)
     _checked_variants(doc, [(n, ("include",)) for n in extra_v], series)
+    _checked_series(doc, series, list(dict.fromkeys(c.variant for c in cells)))
     _checked_config_sets(doc, [(n, ("include",)) for n in extra_c])
     if order == "interleaved":
         cells = interleave(cells, variants)
