@@ -60,7 +60,7 @@ def _build(req):
 def cmd_build(args: argparse.Namespace) -> int:
     from orchestrator.kernel.variant_build import BuildRequest
     req = BuildRequest(source=args.source, series=args.series, variant=args.variant, config_set=args.config_set,
-                       jobs=args.jobs, per_patch=args.per_patch, selftests=not args.no_selftests)
+                       jobs=args.jobs, per_patch=args.per_patch, selftests=not args.no_selftests, prefix=args.prefix)
     vb = _build(req)
     if isinstance(vb, int):
         return vb
@@ -202,6 +202,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from orchestrator.bisect.command import run
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -215,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_args(p)
     p.add_argument("--per-patch", action="store_true", help="also build every prefix of the series; report new warnings per patch")
     p.add_argument("--no-selftests", action="store_true", help="skip the KVM selftests build")
+    p.add_argument("--prefix", type=int, metavar="K", help="build only the series' first K patches (a bisection step)")
     p.add_argument("--json", action="store_true", help="also print a JSON line with the artifact paths")
     p.set_defaults(func=cmd_build)
 
@@ -265,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="print the full comparison tables and cells, not just the headline")
     p.add_argument("--markdown", type=Path, help="also write the full comparison as markdown to this file")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bisect", help="find the first patch of a series whose prefix fails a check (or bisect a run's failures)")
+    from orchestrator.bisect.command import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=cmd_bisect)
     return ap
 
 

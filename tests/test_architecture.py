@@ -9,7 +9,7 @@ from pathlib import Path
 
 ORCH = Path(__file__).resolve().parent.parent / "orchestrator"
 # Pipeline order: a package may import those before it, never those after.
-STAGES = ["parsers", "kernel", "vm", "target", "workload", "judge", "reports", "matrix"]
+STAGES = ["parsers", "kernel", "vm", "target", "workload", "judge", "reports", "matrix", "bisect"]
 # Top-level modules every stage may use; they import no stage.
 FOUNDATION = {"errors", "paths", "proc", "progress", "atomic", "datafiles", "guest_paths", "hostdeps"}
 MAX_IMPORTS = 12

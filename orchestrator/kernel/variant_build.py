@@ -40,6 +40,7 @@ class BuildRequest:
     jobs: int | None = None
     per_patch: bool = False
     selftests: bool = True
+    prefix: int | None = None  # build only the series' first `prefix` patches (bisection)
 
     def reproducer(self) -> str:
         argv = ["orchestrator", "build"]
@@ -51,6 +52,8 @@ class BuildRequest:
             argv += ["--variant", self.variant]
         if self.config_set:
             argv += ["--config-set", self.config_set]
+        if self.prefix is not None:
+            argv += ["--prefix", str(self.prefix)]
         return shlex.join(argv)
 
 
@@ -113,6 +116,8 @@ def build_variant(req: BuildRequest) -> VariantBuild:
     # The series first: a giant patch or a YAML bomb is refused in seconds,
     # before the kernel source is unpacked (minutes on a cold cache).
     label, series = resolve(req.series, req.variant)
+    if req.prefix is not None:
+        label, series = prefix_of(label, series, req.prefix)
     source = prepare(SourceSpec.parse(req.source))
     progress = Progress(f"build {label}")
     provenance = {
@@ -140,6 +145,16 @@ def build_variant(req: BuildRequest) -> VariantBuild:
             programs = all_guest_programs(source, tests, tc)
             unavailable = unavailable_programs(tests, tc)
     return VariantBuild(label, source, applied, kernel, tests, per_patch, programs, unavailable)
+
+
+def prefix_of(label: str, series: Series | None, k: int) -> tuple[str, Series | None]:
+    """The series' first k patches, labelled LABEL@k (prefix 0: the bare source)."""
+    total = len(series.patches) if series is not None else 0
+    if not 0 <= k <= total:
+        raise UserError(f"prefix {k} of {label}: the series has {total} patch(es)", hint=f"give 0..{total}")
+    if series is None or k == 0:
+        return f"{label}@0", None
+    return f"{label}@{k}", dataclasses.replace(series, patches=series.patches[:k])
 
 
 # What the KVM selftests are built from: a kernel-only series leaves these

@@ -23,11 +23,12 @@ class BuildOutcome:
     seconds: float = 0.0
 
 
-def build_cell_kernel(matrix: Matrix, variant: str, config_set: str) -> BuildOutcome:
-    """Build once per (variant, config set); the outcome's steps go into every cell using it."""
+def build_cell_kernel(matrix: Matrix, variant: str | None, config_set: str, prefix: int | None = None) -> BuildOutcome:
+    """Build once per (variant, config set); the outcome's steps go into every cell using it.
+    prefix: only the series' first patches (a bisection step)."""
     t0 = time.monotonic()
     steps: list[Step] = []
-    req = BuildRequest(source=matrix.source, series=matrix.series, variant=variant, config_set=config_set)
+    req = BuildRequest(source=matrix.source, series=matrix.series, variant=variant, config_set=config_set, prefix=prefix)
     # Inputs first, each under its own step name: bad input is an error, not a failure.
     for name, check in (("series", lambda: resolve_variant(matrix.series, variant)),
                         ("config verification", lambda: load_config_set(config_set))):

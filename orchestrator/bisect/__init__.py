@@ -1,0 +1,1 @@
+"""Run-level bisection of a series: the first patch whose prefix fails a check (build, boot, a testcase, a crash, an expectation, a metric).  Ties the kernel, matrix and reports stages together, so it comes after matrix."""
