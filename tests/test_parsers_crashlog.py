@@ -77,7 +77,7 @@ def test_oops_and_repeated_warnings():
 def test_soft_lockups_in_user_mode():
     got = crashes("console-softlockup.log")
     assert [(c.kind, c.title, c.fields["cpu"], c.fields["secs"]) for c in got] == [
-        ("lockup", "BUG: soft lockup", "0", "36"), ("lockup", "BUG: soft lockup", "1", "36")]
+        ("lockup", "BUG: soft lockup in corrupted", "0", "36"), ("lockup", "BUG: soft lockup in corrupted", "1", "36")]
     # no kernel stack (user mode): each report ends with the register dump, and has
     # no frame to name it (syzkaller would call it corrupted too)
     assert got[0].end_line == got[1].line - 1
@@ -127,7 +127,7 @@ def test_bounded_time_on_large_input_and_chunk_boundaries(tmp_path, monkeypatch)
     start = time.monotonic()
     got = crashlog.find_crashes(filler + long_line + "\n" + log)
     assert time.monotonic() - start < 20
-    assert [c.title for c in got] == ["BUG: soft lockup", "BUG: soft lockup"]
+    assert [c.title for c in got] == ["BUG: soft lockup in corrupted"] * 2
     # a report split across read chunks is the same report, with the same line numbers
     monkeypatch.setattr(crashlog, "CHUNK_BYTES", 4096)
     path = tmp_path / "console.log"
@@ -199,7 +199,8 @@ def test_x86_warning_uses_rip_and_skips_unreliable_frames():
 
 @pytest.mark.parametrize("helper,title", [
     ("__might_sleep", "WARNING in bar"),             # kernel/sched/core.c
-    ("usb_submit_urb", "WARNING in bar"),            # drivers/usb/core/urb.c
+    # drivers/usb/core/urb.c: syzkaller names the driver that submitted the urb
+    ("usb_submit_urb", "WARNING in bar/usb_submit_urb"),
     ("_raw_spin_lock_irqsave", "WARNING in bar"),
     ("__do_kernel_fault", "WARNING in bar"),         # arch/arm64/mm/fault.c
 ])
@@ -370,8 +371,9 @@ def test_hung_task_rules():
      "Call trace:\n kasan_report+0x1/0x2\n __asan_memcpy+0x1/0x2\n memcpy+0x1/0x2\n nla_put+0x1/0x2\n"
      "\nAllocated by task 1:\n kmalloc+0x1/0x2\n==================================================================\n",
      "KASAN: slab-use-after-free Read in nla_put"),
+    # every spelling of a bad free is "invalid-free" for syzkaller
     ("BUG: KASAN: double-free in kfree+0x10/0x20\nCall trace:\n kfree+0x1/0x2\n dev_free+0x1/0x2\n\n"
-     "==================================================================\n", "KASAN: double-free in dev_free"),
+     "==================================================================\n", "KASAN: invalid-free in dev_free"),
     # mm/kmemleak.c (header printed by the harness)
     ("BUG: memory leak\nunreferenced object 0xffff888012345678 (size 32):\n  comm \"sh\", pid 1, jiffies 4294\n"
      "  backtrace (crc 1a2b3c4d):\n    kmemleak_alloc+0x1/0x2\n    __kmalloc_noprof+0x1/0x2\n    dev_add+0x1/0x2\n\n",
@@ -394,9 +396,10 @@ def test_hung_task_rules():
     ("NMI watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [syz:123]\nRIP: 0010:loop_fn+0x1/0x2\n"
      "Call Trace:\n <IRQ>\n </IRQ>\n <TASK>\n loop_fn+0x1/0x2\n do_ioctl+0x1/0x2\n vfs_ioctl+0x1/0x2\n </TASK>\n\n",
      "BUG: soft lockup in do_ioctl"),
-    # kernel/sched/core.c __schedule_bug: no rule, the line made stable
-    ("BUG: scheduling while atomic: kworker/0:1/12/0x00000002\n",
-     "BUG: scheduling while atomic: kworker/NUM:NUM/NUM/ADDR"),
+    # kernel/sched/core.c __schedule_bug: the first caller of the scheduler
+    ("BUG: scheduling while atomic: kworker/0:1/12/0x00000002\nCall trace:\n __schedule+0x1/0x2\n"
+     " schedule+0x1/0x2\n schedule_timeout+0x1/0x2\n msleep+0x1/0x2\n dev_poll+0x1/0x2\n\n",
+     "BUG: scheduling while atomic in msleep"),
     ("BUG: MAX_LOCKDEP_ENTRIES too low!\n", "BUG: MAX_LOCKDEP_ENTRIES too low!"),
     ("Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b\n", "kernel panic: Attempted to kill init!"),
     ("Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: dev_read+0x1e0/0x1f0\n",
@@ -416,7 +419,7 @@ def test_corrupted_reports_are_flagged_not_mistitled():
     empty = one("[ 1.0] BUG:\n")
     assert empty.title == "BUG: corrupted" and empty.corrupted
     # a second message printed into the title line
-    merged = one("[ 1.0] BUG: scheduling while atomic: [    1.2] sh/1/0x00000002\n")
+    merged = one("[ 1.0] BUG: MAX_LOCKDEP_ENTRIES [    1.2] sh/1/0x00000002 too low!\n")
     assert merged.corrupted and merged.corrupted_reason == "another message was printed into the title line"
     # a KASAN header whose access line was lost
     cut = one("BUG: KASAN: slab-out-of-bounds in dev_read+0x1/0x2\n==========================================\n")

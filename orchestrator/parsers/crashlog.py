@@ -68,8 +68,14 @@ _FRAME = re.compile(r"^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<q>\?\s+)?(?P<func>
 _INLINE = re.compile(r"^\s*(?P<func>[A-Za-z_][\w]*)[\w.]* \S+:\d+ \[inline\]\s*$")
 _TRACE_MARKER = re.compile(r"^\s*(?:<(?:/?IRQ|/?TASK|/?NMI|EOI)>|---\[ end of stack)\s*$")
 _CALL_TRACE = re.compile(r"^\s*(?:Call [Tt]race:|Backtrace:)\s*$")
-# the faulting PC: arm64 "pc : func+0x..", x86 "RIP: 0010:func+0x..", arm32 "PC is at func+0x..", ppc "NIP [..] func+0x.."
-_PC = re.compile(r"^\s*(?:pc\s*:|RIP: [0-9a-f]{4}:|PC is at|NIP:?\s*(?:\[<?[0-9a-f]+>?\])?)\s*(?P<func>[A-Za-z_][\w]*)[\w.]*\+0x")
+# the faulting PC: arm64 "pc : func+0x..", x86 "RIP: 0010:func+0x.." (before 4.15 also
+# "RIP: 0010:[<ffff..>]  [<ffff..>] func+0x.." and "IP: [<ffff..>] func+0x.."), arm32
+# "PC is at func+0x..", ppc "NIP [..] func+0x.."; a user-space RIP ("0033:0x7f..") has no name
+_PC = re.compile(r"^\s*(?:pc\s*:|R?IP:\s*(?:[0-9a-f]{4}:)?|PC is at|NIP:?)\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*){0,2}"
+                 r"(?P<func>[A-Za-z_][\w]*)[\w.]*\+0x")
+# x86 pt_regs printed inside a call trace (an interrupt or exception frame: the RIP line
+# then these); they neither end the trace nor are frames
+_X86_REGS = re.compile(r"^\s*(?:R[A-Z0-9]{1,2}|[A-Z]S|CR\d|DR\d|Code|PKRU|EFLAGS|ORIG_RAX)\s*:")
 # any "func+0x1/0x2" in a line (lockdep's "at: func+0x..", "[<ffff>] func+0x..")
 _ANY_FUNC = re.compile(r"(?:^|[\s(<>\]])(?P<func>[A-Za-z_][\w]*)[\w.]*\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
 # register dump of show_regs: "x29: ffff... x28: ..."; a report without a kernel
@@ -97,7 +103,7 @@ class AfterMarker:
     marker: re.Pattern[str]
 
 
-FrameSource = str | AfterMarker  # "pc", "header", "trace" or lines after a marker
+FrameSource = str | AfterMarker  # "pc", "header", "trace", "interrupted" or lines after a marker
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,11 @@ class PatternTable:
     frame_prefixes: tuple[str, ...]
     interrupt_frames: re.Pattern[str] | None
     stall_anchors: tuple[re.Pattern[str], ...]
+    stall_self_anchors: tuple[tuple[re.Pattern[str], str], ...]
     hang_anchors: dict[str, str]
     hang_skip: tuple[str, ...]
     keywords: tuple[bytes, ...]
+    ignore: tuple[re.Pattern[str], ...]  # lines that are never a header (user-space faults, tool chatter)
     finder: ahocorasick_rs.BytesAhoCorasick = field(compare=False, repr=False)
 
     def keyword_hits(self, buf: bytes) -> list[int]:
@@ -196,9 +204,9 @@ def _literal_keyword(rx: str) -> str:
 
 _F, _Str, _Regex, _List = datafiles.Field, datafiles.Str, datafiles.Regex, datafiles.List
 _FRAME_SOURCE = datafiles.OneOf((
-    _Str(choices=("pc", "header", "trace")),
+    _Str(choices=("pc", "header", "trace", "interrupted")),
     datafiles.Mapping({"after": _F(_Regex(), required=True, help="frames on the lines after a line matching this")}),
-), expected="pc, header, trace or {after: REGEX}", hint="list where the guilty frame comes from, in order")
+), expected="pc, header, trace, interrupted or {after: REGEX}", hint="list where the guilty frame comes from, in order")
 PATTERN_SCHEMA = datafiles.Mapping({
     "name": _F(_Str(), required=True, help="unique id"),
     "kind": _F(_Str(), required=True, help="category: warning, bug, oops, panic, lockdep, ..."),
@@ -224,10 +232,13 @@ PATTERNS_SCHEMA = datafiles.Mapping({
     "patterns": _F(_List(PATTERN_SCHEMA, expected="a list of report formats"), required=True,
                    help="report formats, most specific first"),
     "skip_frames": _F(_List(_Regex()), default=[], help="regexes of generic frames"),
+    "ignore": _F(_List(_Regex()), default=[], help="regexes of lines that are never a report header"),
     "frame_prefixes": _F(_List(_Str()), default=[], help="prefixes stripped from frame names"),
     "stall": _F(datafiles.Mapping({
         "interrupt_frames": _F(_Regex(), help="frames of interrupt entry"),
         "anchors": _F(_List(_Regex()), default=[], help="dispatcher frames"),
+        "self_anchors": _F(datafiles.MapOf(datafiles.Scalar()), default={},
+                           help="regex: name, dispatchers that name the report themselves"),
     }), default={}, help="extractor: stall"),
     "hang": _F(datafiles.Mapping({
         "anchors": _F(datafiles.MapOf(datafiles.Scalar()), default={}, help="frame: group name"),
@@ -291,11 +302,24 @@ def load_patterns(path: Path | str = PATTERNS_FILE) -> PatternTable:
         frame_prefixes=tuple(data["frame_prefixes"]),
         interrupt_frames=irq if (irq := stall.get("interrupt_frames")) is not None and irq.pattern else None,
         stall_anchors=tuple(stall.get("anchors", ())),
+        stall_self_anchors=_self_anchors(doc, stall.get("self_anchors", {})),
+        ignore=tuple(data["ignore"]),
         hang_anchors={str(k): str(v or "") for k, v in hang.get("anchors", {}).items()},
         hang_skip=tuple(hang.get("skip", ())),
         keywords=(kw := _minimal_keywords(p.keyword for p in patterns)),
         finder=ahocorasick_rs.BytesAhoCorasick(list(kw)),
     )
+
+
+def _self_anchors(doc: datafiles.Document, entries: dict) -> tuple[tuple[re.Pattern[str], str], ...]:
+    out = []
+    for k, v in entries.items():
+        try:
+            out.append((re.compile(str(k)), str(v)))
+        except re.error as exc:
+            raise doc.error(("stall", "self_anchors", k), f"bad regular expression {k!r}: {exc}",
+                            hint="a Python regex searched in the frame name") from None
+    return tuple(out)
 
 
 def _minimal_keywords(words: Iterable[bytes]) -> tuple[bytes, ...]:
@@ -348,7 +372,7 @@ class _Open:
         self.lines = [raw]
         self.pc: str | None = None
         self.header_func = self.groups.get("func")
-        self.trace: list[str] = []
+        self.traces: list[list[str]] = []  # call traces in order (one unless the pattern reads on)
         self.after: dict[int, list[str]] = {}  # index in pattern.frames -> frames
         self.armed: dict[int, int] = {}  # index -> 1 armed (waiting), 2 collecting
         self.trace_state = 0  # 0: before "Call trace:", 1: in it, 2: after it
@@ -359,6 +383,11 @@ class _Open:
         self.ended = False  # reached its end marker / end of trace
         self.attached: list[str] = []  # consequence reports folded in (panic after a WARNING)
         self._watch(text, header_line=True)
+
+    @property
+    def trace(self) -> list[str]:
+        """The first call trace."""
+        return self.traces[0] if self.traces else []
 
     def _watch(self, text: str, header_line: bool = False) -> None:
         for i, src in enumerate(self.pattern.frames):
@@ -379,8 +408,10 @@ class _Open:
             if m:
                 self.after.setdefault(i, []).append(m.group("func"))
                 self.armed[i] = 2
-            elif state == 2:
-                self.armed[i] = 3  # the block of frames after the marker ended
+            elif state == 2 and not _INLINE.match(text):
+                # the block of frames after the marker ended (a symbolized inline
+                # frame has no offset: syzkaller does not count it, nor does it end the block)
+                self.armed[i] = 3
 
     def add(self, raw: str, text: str) -> bool:
         """Take one line; True when the report is complete."""
@@ -392,8 +423,9 @@ class _Open:
         if self.pc is None and self.trace_state == 0 and (m := _PC.match(text)):
             self.pc = m.group("func")
         self._watch(text)
-        if self.trace_state == 0 and _CALL_TRACE.match(text):
+        if self.trace_state != 1 and _CALL_TRACE.match(text) and (self.trace_state == 0 or not p.end_after_trace):
             self.trace_state = 1
+            self.traces.append([])
         elif self.trace_state == 0 and _REGS.match(text):
             self.in_regs = True
         elif self.trace_state == 0 and self.in_regs and p.end_after_trace and not _PC.match(text):
@@ -401,13 +433,19 @@ class _Open:
             self.ended = True
             return True
         elif self.trace_state == 1:
-            m = _FRAME.match(text) or _INLINE.match(text)
+            m = _FRAME.match(text)
             if m:
-                if not (m.groupdict().get("q")):
-                    self.trace.append(m.group("func"))
-            elif not _TRACE_MARKER.match(text):
+                if not m.group("q"):  # "? func": not a reliable frame
+                    self.traces[-1].append(m.group("func"))
+            elif (m := _PC.match(text)) is not None:
+                # x86 prints the interrupted or faulting RIP inside the trace (after
+                # the interrupt/exception entry frame): the code below it starts there
+                self.traces[-1].append(m.group("func"))
+            elif not (_TRACE_MARKER.match(text) or _INLINE.match(text) or _X86_REGS.match(text)):
+                # registers of that pt_regs, <IRQ>/<TASK> markers and symbolized inline
+                # frames (syzkaller ignores them) do not end the trace; anything else does
                 self.trace_state = 2
-                self.empty_trace = not self.trace
+                self.empty_trace = self.empty_trace or not self.traces[-1]
                 if p.end_after_trace:
                     self.lines.pop()  # this line is not part of the report
                     self.ended = True
@@ -438,6 +476,16 @@ def _candidates(report: _Open, table: PatternTable) -> list[str]:
                     trace = trace[last + 1:]
                     raw = []  # the pc line was the interrupt handler's
             raw.extend(trace)
+        elif src == "interrupted" and table.interrupt_frames is not None:
+            # RCU stalls: the stalled code is below the interrupt entry (x86
+            # apic_timer_interrupt then RIP, arm64 el1h_64_irq) of the first trace
+            # that has one; when one is found, the sources after this one are not read
+            # (arm64 6.x prints the stalled CPU's registers instead: pc and trace)
+            hit = next((t for t in report.traces if any(table.interrupt_frames.search(f) for f in t)), None)
+            if hit is not None:
+                last = max(j for j, f in enumerate(hit) if table.interrupt_frames.search(f))
+                raw.extend(hit[last + 1:])
+                break
         elif isinstance(src, AfterMarker):
             raw.extend(report.after.get(i, []))
     out: list[str] = []
@@ -450,33 +498,38 @@ def _candidates(report: _Open, table: PatternTable) -> list[str]:
     return out
 
 
-def _guilty(p: Pattern, frames: list[str], table: PatternTable) -> int:
-    """Index of the frame that names the report, -1 if none."""
+def _guilty(p: Pattern, frames: list[str], table: PatternTable) -> tuple[int, str]:
+    """Index of the frame that names the report (-1 if none) and the name the title uses."""
     if not frames:
-        return -1
+        return -1, ""
     if p.extractor == "stall":
         # a loop is caught at a random point: name it by the frame above the first
-        # dispatcher (syscall, workqueue, timer ...) instead of the top frame
+        # dispatcher (syscall, workqueue, timer ...) instead of the top frame; some
+        # dispatchers name the report themselves (smp_call_function_many_cond ->
+        # smp_call_function: its callers vary)
         for j, f in enumerate(frames):
             if any(a.search(f) for a in table.stall_anchors):
-                return max(j - 1, 0)
-        return -1
+                for rx, name in table.stall_self_anchors:
+                    if rx.search(f):
+                        return j, name
+                return max(j - 1, 0), frames[max(j - 1, 0)]
+        return -1, ""
     if p.extractor == "hang":
         for j, f in enumerate(frames):
-            for anchor in table.hang_anchors:
+            for anchor, name in table.hang_anchors.items():
                 if anchor in f:
-                    return j
+                    return j, name or f
         for j, f in enumerate(frames):
             if not any(s in f for s in table.hang_skip):
-                return j
-        return -1
-    return 0
+                return j, f
+        return -1, ""
+    return 0, frames[0]
 
 
 def _finish(report: _Open, table: PatternTable) -> Crash:
     p = report.pattern
     frames = _candidates(report, table)
-    guilty = _guilty(p, frames, table)
+    guilty, name = _guilty(p, frames, table)
     values = dict(report.groups)
     for k in ("func",):
         if k in values:
@@ -485,13 +538,10 @@ def _finish(report: _Open, table: PatternTable) -> Crash:
     reason = p.corrupted
     if "{frame}" in template:
         if guilty >= 0:
-            frame = frames[guilty]
-            if p.extractor == "hang":
-                frame = table.hang_anchors.get(next((a for a in table.hang_anchors if a in frame), ""), "") or frame
-            values["frame"] = frame
+            values["frame"] = name
         else:
-            # "BUG: soft lockup" rather than "... in ?": the title keeps what is known
-            template = template.replace(" in {frame}", "").replace("{frame}", "")
+            # syzkaller's title for a report whose frame cannot be found: "... in corrupted"
+            values["frame"] = "corrupted"
             if not reason:
                 reason = ("call trace without frames" if report.empty_trace
                           else "no stack frame to name the function" if report.trace or report.pc
@@ -525,6 +575,8 @@ def _match_header(table: PatternTable, text: str) -> tuple[Pattern, re.Match[str
     """The first pattern whose keyword and header are in the line."""
     for p in table.patterns:
         if p.keyword_text in text and (m := p.header.search(text)):
+            if any(rx.search(text) for rx in table.ignore):
+                return None
             return p, m
     return None
 
@@ -553,6 +605,11 @@ class _Scanner:
         if self.host is not None:
             host, self.host = self.host, None
             host.attached.extend(cur.lines)
+            if host.pc is None and not host.trace and "trace" in host.pattern.frames:
+                # before 4.15 (x86) a WARNING with panic_on_warn printed no stack of its own: the
+                # panic's stack has it, below invalid_op, from the RIP line on (syzkaller's
+                # warningStackFmt reads the whole report); the panic's helpers are skipped
+                host.pc, host.traces = cur.pc, cur.traces
             host.groups.update({f"{cur.pattern.name}.{k}": v for k, v in cur.groups.items() if k != "text"})
             self.pending = (host, _finish(host, self.table))
             return
