@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from orchestrator.vm.machine import shape_by_name
 from orchestrator.reports.numfmt import fmt
 from orchestrator.reports.results import CellRecord
-from orchestrator.reports.stats import METHOD, MIN_REPEATS, Comparison, aa_noise_pct, compare, median, median_ci
+from orchestrator.errors import UserError
+from orchestrator.reports.stats import (ALPHA, METHOD, MIN_REPEATS, Comparison, detectable_text, judge, measure,
+                                          median, median_ci)
+from orchestrator.workload.definitions import load_workload
 from orchestrator.workload.timing import LOADED_PER_CORE, is_timed, loaded
 
 WORKLOAD = "mglru-aging"
@@ -90,11 +93,16 @@ def _measured(r: CellRecord) -> bool:
     return r.cell.get("workload") == WORKLOAD and "mglru.vcpu_wall_s" in r.metrics
 
 
+FAMILY = "aging section"
+
+
 @dataclass
 class Study:
     # (question, vcpus) -> variant -> records
     timing: dict[tuple[str, int], dict[str, list[CellRecord]]]
     evidence: dict[tuple[str, int], dict[str, list[CellRecord]]]
+    # (question, vcpus, metric, A, B) -> the comparison judged with the whole section's family
+    judged: dict[tuple[str, int, str, str, str], Comparison] | None = None
 
     def keys(self) -> list[tuple[str, int]]:
         return sorted(set(self.timing) | set(self.evidence), key=lambda k: (list(QUESTIONS).index(k[0]), k[1]))
@@ -134,36 +142,67 @@ def _median_cell(values: list[float], unit: str) -> str:
     return f"{_fmt(median(values), unit)}{inner} n={len(values)}"
 
 
+def _min_effects() -> dict[str, float]:
+    """Each metric's declared minimum effect of interest (workloads/mglru-aging.yaml `compare:`)."""
+    try:
+        return {c.metric: c.min_effect_pct for c in load_workload(WORKLOAD).compared if c.min_effect_pct is not None}
+    except UserError:  # a checkout without the workload: nothing can be ruled out, everything else stands
+        return {}
+
+
+def _pairs(study: Study, key: tuple[str, int]) -> list[tuple[str, str]]:
+    """The treatment comparison, and the A/A control where the group ran one."""
+    return [(CONTROL, TREATED)] + ([(CONTROL, AA)] if AA in study.timing.get(key, {}) else [])
+
+
+def judge_study(study: Study) -> dict[tuple[str, int, str, str, str], Comparison]:
+    """Every comparison of the section, judged as one family: baseline -> v4-fixed for
+    each question, vCPU count and metric, and the A/A control under the same rule."""
+    if study.judged is not None:
+        return study.judged
+    effects = _min_effects()
+    keys, measured = [], []
+    for k in study.keys():
+        groups = study.timing.get(k, {})
+        for a, b in _pairs(study, k):
+            for m in _metrics_for(k[0], TIMING_METRICS):
+                va, vb = _values(groups.get(a, []), m.key), _values(groups.get(b, []), m.key)
+                if va and vb:
+                    keys.append((k[0], k[1], m.key, a, b))
+                    measured.append(measure(m.key, va, vb, min_effect_pct=effects.get(m.key)))
+    study.judged = dict(zip(keys, judge(measured, FAMILY)))
+    return study.judged
+
+
 def _compare(study: Study, key: tuple[str, int], m: Metric, a: str, b: str) -> Comparison | None:
-    groups = study.timing.get(key, {})
-    va, vb = _values(groups.get(a, []), m.key), _values(groups.get(b, []), m.key)
-    if not va or not vb:
-        return None
-    # The A/A pair is judged against the split-halves floor only: its own
-    # difference as its floor could never be called.
-    return compare(m.key, va, vb, noise_pct=_floor(study, key, m, with_aa=AA not in (a, b)))
-
-
-def _floor(study: Study, key: tuple[str, int], m: Metric, with_aa: bool = True) -> float | None:
-    """A/A noise floor for a metric in one group: the explicit A/A pair's
-    |change| where the matrix ran one, and each side's split-halves noise."""
-    groups = study.timing.get(key, {})
-    floors = []
-    base, aa = _values(groups.get(CONTROL, []), m.key), _values(groups.get(AA, []), m.key)
-    if with_aa and base and aa and median(base):
-        floors.append(abs(median(aa) - median(base)) / abs(median(base)) * 100)
-    for v in (CONTROL, TREATED, AA) if not with_aa else (CONTROL, TREATED):
-        if (n := aa_noise_pct(_values(groups.get(v, []), m.key))) is not None:
-            floors.append(n)
-    return max(floors) if floors else None
+    return judge_study(study).get((key[0], key[1], m.key, a, b))
 
 
 def _change_text(c: Comparison, unit: str) -> str:
     ci = f"{c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
-    p = f"p={c.p_value:.3f}" if c.p_value is not None else "p –"
+    p = f"p={c.p_value:.3g}, Holm {c.p_adjusted:.3g}" if c.p_adjusted is not None else "p –"
     ch = f"{c.change_pct:+.1f}%" if c.change_pct is not None else "–"
-    floor = f", A/A floor ±{c.noise_pct:.1f}%" if c.noise_pct is not None else ""
-    return f"{_fmt(c.a.median, unit)} → {_fmt(c.b.median, unit)} ({ch}, CI {ci}, {p}, n={c.a.n}/{c.b.n}{floor}): **{c.verdict}**"
+    noise = f", noise sd {c.noise_pct:.1f}%" if c.noise_pct is not None else ""
+    det = f", detectable {detectable_text(c.detectable_pct)}" if c.p_adjusted is not None else ""
+    return (f"{_fmt(c.a.median, unit)} → {_fmt(c.b.median, unit)} ({ch}, CI {ci}, {p}, n={c.a.n}/{c.b.n}{noise}{det}): "
+            f"**{c.verdict}**")
+
+
+def plain(c: Comparison, label: str, unit: str) -> str:
+    """One comparison as a sentence a maintainer can quote."""
+    ci = f"{c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%" if c.ci_pct else "–"
+    if c.called:
+        word = "cuts" if c.verdict == "down" else "raises"
+        return (f"the read lock {word} the {label} from {_fmt(c.a.median, unit)} to {_fmt(c.b.median, unit)} "
+                f"({c.change_pct:+.1f}%, CI {ci})")
+    if c.ruled_out:
+        return (f"{label}: the read lock changes it by {ci} here, so a change beyond ±{c.min_effect_pct:g}% is ruled "
+                "out on this host")
+    if c.p_adjusted is not None:
+        return (f"{label}: {ci} ({c.change_pct:+.1f}% between medians), not called; this run could detect only "
+                f"{detectable_text(c.detectable_pct).replace('>= ', '')} or more" if c.detectable_pct != float("inf")
+                else f"{label}: {ci}, not called (no call was possible with {c.a.n}/{c.b.n} repeats)")
+    return f"{label} not judged ({c.verdict}; medians {_fmt(c.a.median, unit)} vs {_fmt(c.b.median, unit)})"
 
 
 def _metrics_for(q: str, metrics: tuple[Metric, ...]) -> list[Metric]:
@@ -224,18 +263,8 @@ def _conclusion(study: Study, q: str) -> list[str]:
         parts = []
         for m in _metrics_for(q, TIMING_METRICS)[:3]:
             c = _compare(study, k, m, CONTROL, TREATED)
-            if c is None:
-                continue
-            if c.called:
-                word = "cuts" if c.verdict == "down" else "raises"
-                parts.append(f"the read lock {word} the {m.label} from {_fmt(c.a.median, m.unit)} to "
-                             f"{_fmt(c.b.median, m.unit)} ({c.change_pct:+.1f}%, CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%)")
-            elif c.verdict == "within noise":
-                parts.append(f"{m.label} within noise ({_fmt(c.a.median, m.unit)} vs {_fmt(c.b.median, m.unit)}, "
-                             f"p={c.p_value:.2f})")
-            else:  # not enough repeats, undefined: nothing can be said
-                parts.append(f"{m.label} not judged ({c.verdict}; medians {_fmt(c.a.median, m.unit)} vs "
-                             f"{_fmt(c.b.median, m.unit)})")
+            if c is not None:
+                parts.append(plain(c, m.label, m.unit))
         if parts:
             out.append(f"- At {k[1]} inner vCPU(s): " + "; ".join(parts) + ".")
     return out
@@ -244,12 +273,15 @@ def _conclusion(study: Study, q: str) -> list[str]:
 def _summary(study: Study, q: str) -> str:
     """One plain sentence per question: what was called, and what lock_stat says about why."""
     keys = [k for k in study.keys() if k[0] == q]
-    called, judged = [], False
+    called, judged, ruled, unseen = [], False, [], []
     for k in keys:
         comps = [(m, c) for m in _metrics_for(q, TIMING_METRICS) if (c := _compare(study, k, m, CONTROL, TREATED))]
         judged = judged or bool(comps) and all(c.a.n >= MIN_REPEATS and c.b.n >= MIN_REPEATS for _, c in comps)
         called += [f"{m.label} {c.change_pct:+.1f}% at {k[1]} vCPU(s) (CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%, "
-                   f"p={c.p_value:.3f})" for m, c in comps if c.called]
+                   f"Holm p={c.p_adjusted:.3f})" for m, c in comps if c.called]
+        ruled += [f"{m.label} at {k[1]} vCPU(s)" for m, c in comps if c.ruled_out]
+        unseen += [(f"{m.label} at {k[1]} vCPU(s)", c) for m, c in comps
+                   if c.p_adjusted is not None and not c.called and not c.ruled_out]
     cont = [median(v) for k in keys
             if (v := [r.metrics.get("lock.mmu_lock.write.contentions", 0) + r.metrics.get("lock.mmu_lock.read.contentions", 0)
                       for r in study.evidence.get(k, {}).get(CONTROL, []) if "lock.mmu_lock.write.contentions" in r.metrics])]
@@ -258,10 +290,19 @@ def _summary(study: Study, q: str) -> str:
                          for r in study.evidence.get(k, {}).get(TREATED, []) if "lock.mmu_lock.write.contentions" in r.metrics])]
     if not judged:
         head = "Not judged yet: fewer than 5 repeats per side."
-    elif called:
-        head = f"{TREATED} against {CONTROL}: " + "; ".join(called) + "; every other figure within noise."
     else:
-        head = f"No change called between {CONTROL} and {TREATED} at any inner vCPU count: every figure within noise."
+        head = (f"{TREATED} against {CONTROL}: called " + "; ".join(called) + "." if called
+                else f"No change called between {CONTROL} and {TREATED} at any inner vCPU count.")
+        if ruled:
+            head += " Ruled out beyond each metric's minimum effect: " + ", ".join(ruled) + "."
+        blind = [name for name, c in unseen if c.detectable_pct == float("inf")]
+        seen = [f"{name} ({detectable_text(c.detectable_pct)})" for name, c in unseen if c.detectable_pct != float("inf")]
+        if seen:
+            head += " Inconclusive (the change this run could detect): " + ", ".join(seen) + "."
+        if blind:
+            c = next(c for _, c in unseen if c.detectable_pct == float("inf"))
+            head += (f" Inconclusive, and no change of any size could have been called with {c.a.n}/{c.b.n} repeats "
+                     f"at the section's level (alpha/{c.family_size}): " + ", ".join(blind) + ".")
     if cont and max(cont) == 0:
         why = f" lock_stat: mmu_lock was never contended on {CONTROL} here, so the read lock has nothing to relieve."
     elif cont:
@@ -277,18 +318,22 @@ def _aa_lines(study: Study) -> list[str]:
     for k in study.keys():
         if AA not in study.timing.get(k, {}):
             continue
-        verdicts = []
-        for m in _metrics_for(k[0], TIMING_METRICS)[:4]:
+        verdicts, bad = [], False
+        for m in _metrics_for(k[0], TIMING_METRICS):
             c = _compare(study, k, m, CONTROL, AA)
             if c is not None:
+                bad = bad or c.called
                 ci = f"CI {c.ci_pct[0]:+.1f}%..{c.ci_pct[1]:+.1f}%, " if c.ci_pct else ""
-                floor = f", floor ±{c.noise_pct:.1f}%" if c.noise_pct is not None else ""
-                verdicts.append(f"{m.label} {c.change_pct:+.1f}% ({ci}p={c.p_value:.3f}{floor}): {c.verdict}"
-                                if c.p_value is not None and c.change_pct is not None else f"{m.label}: {c.verdict}")
-        bad = [v for v in verdicts if v.endswith(("up", "down"))]
-        mark = "**FAILED: a change was called between identical kernels**" if bad else "within noise, as it must be"
+                verdicts.append(f"{m.label} {c.change_pct:+.1f}% ({ci}Holm p={c.p_adjusted:.3f}): {c.verdict}"
+                                if c.p_adjusted is not None and c.change_pct is not None else f"{m.label}: {c.verdict}")
+        mark = (f"**{AA_FAILED}: the same rule called a change between identical kernels; this host was too noisy "
+                "for this run and its calls cannot be trusted**" if bad else AA_PASSED)
         out.append(f"- {k[0]}, {k[1]} vCPU(s), {CONTROL} → {AA}: {mark} ({'; '.join(verdicts)})")
     return out
+
+
+AA_FAILED = "A/A CONTROL FAILED"
+AA_PASSED = "nothing called, as it must be"
 
 
 def _host_lines(records: list[CellRecord]) -> list[str]:
@@ -301,7 +346,19 @@ def _host_lines(records: list[CellRecord]) -> list[str]:
     line = (f"- Host: {cores} cores; 1-minute load average over the timing cells {min(loads):.2f}–{max(loads):.2f} "
             f"(median {median(loads):.2f}); {n_loaded}/{len(timed)} timing cells ran on a loaded host "
             f"(load > {LOADED_PER_CORE:g} per core).")
-    return [line + (" Variants were interleaved, so load hits them alike, but it widens every interval." if n_loaded else "")]
+    return [line + (" Variants ran in a balanced order, so load hits them alike, but it widens every interval."
+                    if n_loaded else "")]
+
+
+def _family_line(study: Study) -> str:
+    judged = judge_study(study)
+    tested = sum(1 for c in judged.values() if c.p_adjusted is not None)
+    return (f"Family: the {tested} tested comparison(s) of this section ({CONTROL} → {TREATED} for every question, "
+            f"inner vCPU count and metric, and the {CONTROL} → {AA} control), Holm-corrected at alpha {ALPHA}: the "
+            "chance of any false call in the section is at most 5%. A change is called when its Holm-adjusted p "
+            "is below alpha; ruled out when its whole 95% interval lies inside the metric's declared minimum effect "
+            "(workloads/mglru-aging.yaml `min_effect_pct`); otherwise inconclusive, with the change this run "
+            "would have detected with 80% power at the family's level.")
 
 
 def aging_section(records: list[CellRecord]) -> str | None:
@@ -317,9 +374,9 @@ def aging_section(records: list[CellRecord]) -> str | None:
              "time 3.04 s vs 3.01 s (Q1 is that table on this machine).", "",
              f"Method: timing figures from the timed config set only (no LOCKDEP, LOCK_STAT, kprobes or tracepoints "
              f"armed); lock_stat, kprobe and tracepoint figures from the evidence cells of the same variant, shape "
-             f"and workload. Repeats interleaved across variants. Per variant: median [95% bootstrap CI of the "
-             f"median] n. Comparisons: {METHOD}; the A/A floor is the larger of the {CONTROL} → {AA} difference and "
-             f"each side's split-halves difference.", ""]
+             f"and workload. Repeats in a balanced order across variants. Per variant: median [95% order-statistic interval of the "
+             f"median, the range when n is too small for 95%] n. Comparisons: {METHOD}.", "",
+             _family_line(study), ""]
     lines += _host_lines(records)
     if any(k[0] for k in study.timing):
         lines += ["", f"![average aging pass against inner vCPUs, per variant, 95% CI bars]({FIGURE})"]

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import UserError
 from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord, RunResults, Step
-from orchestrator.reports.stats import Comparison, aa_noise_pct, compare
+from orchestrator.reports.stats import Comparison, judge, measure
 from orchestrator.workload.definitions import ComparedMetric, load_workload
 
 # Axes a cell is defined by (matrix.AXES, with the workload's parameters kept apart).
 AXES = ("variant", "config_set", "machine", "workload", "params")
 BY_CHOICES = ("kernel", "variant", "config_set", "machine")  # what `compare --by` may name
 CALLED = ("up", "down")
+HEADLINE_FAMILY = "headline (every compared metric of every group and pair)"
 
 
 @dataclass(frozen=True, order=True)
@@ -82,9 +83,8 @@ class Row:
 
     @property
     def unchanged(self) -> bool:
-        """Nothing a reader needs to see first: equal medians or a change inside the noise."""
-        c = self.comparison
-        return c.verdict == "within noise" or c.a.median == c.b.median
+        """Nothing a reader needs to see first: not called (ruled out, inconclusive or not judged)."""
+        return not self.called
 
     @property
     def judgement(self) -> str:
@@ -167,7 +167,8 @@ def _declared(workload: str, notes: list[str]) -> tuple[ComparedMetric, ...]:
 
 def comparisons(sides: dict[Group, dict[str, list[CellRecord]]], pairs: list[tuple[str, str]],
                 notes: list[str]) -> tuple[list[Row], list[NotMeasured]]:
-    """Every declared metric of every group for every pair present in that group."""
+    """Every declared metric of every group for every pair present in that group,
+    judged as one family (Holm over every tested comparison of the headline)."""
     rows: list[Row] = []
     missing: list[NotMeasured] = []
     for group in sorted(sides):
@@ -181,9 +182,9 @@ def comparisons(sides: dict[Group, dict[str, list[CellRecord]]], pairs: list[tup
                 if not va or not vb:
                     missing.append(NotMeasured(group, a, b, metric, tuple(s for s, v in ((a, va), (b, vb)) if not v)))
                     continue
-                noise = [n for n in (aa_noise_pct(va), aa_noise_pct(vb)) if n is not None]
-                rows.append(Row(group, a, b, metric, compare(metric.metric, va, vb, noise_pct=max(noise) if noise else None)))
-    return rows, missing
+                rows.append(Row(group, a, b, metric, measure(metric.metric, va, vb, min_effect_pct=metric.min_effect_pct)))
+    judged = judge([r.comparison for r in rows], HEADLINE_FAMILY)
+    return [Row(r.group, r.a, r.b, r.metric, c) for r, c in zip(rows, judged)], missing
 
 
 def checks(records: list[tuple[str, CellRecord]]) -> list[Check]:

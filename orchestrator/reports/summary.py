@@ -67,16 +67,23 @@ def _verdict(row: Row) -> str:
 
 def _noise(row: Row) -> str:
     n = row.comparison.noise_pct
-    return f"±{n:.1f}%" if n is not None else "–"
+    return f"{n:.1f}%" if n is not None else "–"
+
+
+def _detectable(row: Row) -> str:
+    d = row.comparison.detectable_pct
+    return "–" if d is None else "none" if d == float("inf") else f"{d:.0f}%"
 
 
 def _p(row: Row) -> str:
-    p = getattr(row.comparison, "p_value", None)  # the test stats.compare ran, when it ran one
-    return f"{p:.3g}" if p is not None else "–"
+    c = row.comparison
+    if c.p_value is None:
+        return "–"
+    return f"{c.p_value:.3g} ({c.p_adjusted:.3g})" if c.p_adjusted is not None else f"{c.p_value:.3g}"
 
 
 HEADLINE_COLS = ["metric", "A", "B", "change", "95% CI", "verdict"]
-FULL_COLS = ["metric", "A", "B", "change", "95% CI", "A/A noise", "p", "verdict"]
+FULL_COLS = ["metric", "A", "B", "change", "95% CI", "noise (sd)", "detectable", "p (Holm)", "verdict"]
 
 
 def _headline_cells(row: Row) -> list[str]:
@@ -86,7 +93,7 @@ def _headline_cells(row: Row) -> list[str]:
 
 def _full_cells(row: Row) -> list[str]:
     cells = _headline_cells(row)
-    return cells[:5] + [_noise(row), _p(row), cells[5]]
+    return cells[:5] + [_noise(row), _detectable(row), _p(row), cells[5]]
 
 
 def _not_measured_text(h: Headline, group: Group, a: str, b: str) -> str:
@@ -171,7 +178,11 @@ def _nothing_called(rows: list[Row]) -> str:
         n = min(min(r.comparison.a.n, r.comparison.b.n) for r in short)
         return (f"no change called: {n} repeat(s) per side where at least {MIN_REPEATS} are needed "
                 f"({len(rows)} metric(s) compared; medians in Comparison).")
-    return f"no change called: {len(rows)} metric(s) compared, none beyond the noise."
+    ruled = sum(1 for r in rows if r.comparison.ruled_out)
+    fam = rows[0].comparison
+    return (f"no change called: {len(rows)} metric(s) compared ({ruled} ruled out beyond their declared minimum "
+            f"effect, {len(rows) - ruled} inconclusive or not judged); Holm over the {fam.family_size} tested "
+            "comparison(s) of this headline.")
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -229,9 +240,11 @@ def headline_terminal(h: Headline) -> str:
 def method_text() -> str:
     from orchestrator.reports import stats
     how = getattr(stats, "METHOD", "median change; 95% bootstrap CI")
-    return (f"Median (min–max, n) per side; {how}. The A/A noise floor is the difference between halves of each "
-            "side's repeats; a change is called (up/down) only when its interval clears that floor. Metrics a cell "
-            "did not measure are left out, never taken as 0. Better/worse follows each workload's `compare:` declaration.")
+    return (f"Median (min–max, n) per side; {how}. The family is every tested comparison of this headline: "
+            "a change is called (up/down) when its Holm-adjusted p is below alpha; \"no change larger than X%\" when "
+            "its whole interval lies inside the metric's declared `min_effect_pct`; otherwise inconclusive, with "
+            "the change this run could have detected. Metrics a cell did not measure are left out, never taken as "
+            "0. Better/worse follows each workload's `compare:` declaration. Method: docs/statistics.md.")
 
 
 def comparison_markdown(h: Headline) -> str:
@@ -245,7 +258,7 @@ def comparison_markdown(h: Headline) -> str:
             if shown:
                 lines += _md_table(head, [_full_cells(r) for r in shown]) + [""]
             if quiet:
-                lines += [f"<details><summary>{len(quiet)} metric(s) without a change (equal medians or within noise)</summary>",
+                lines += [f"<details><summary>{len(quiet)} metric(s) not called (ruled out, inconclusive or not judged)</summary>",
                           ""] + _md_table(head, [_full_cells(r) for r in quiet]) + ["", "</details>", ""]
             if nm := _not_measured_text(h, group, a, b):
                 lines += [nm + ".", ""]
@@ -354,7 +367,7 @@ def render_html(h: Headline, records: list[CellRecord], sections: list[str] | No
             if shown:
                 comp.append(_table(head, [[e(c) for c in _full_cells(r)] for r in shown]))
             if quiet:
-                comp.append(f"<details><summary>{len(quiet)} metric(s) without a change (equal medians or within noise)</summary>"
+                comp.append(f"<details><summary>{len(quiet)} metric(s) not called (ruled out, inconclusive or not judged)</summary>"
                             + _table(head, [[e(c) for c in _full_cells(r)] for r in quiet]) + "</details>")
             if nm := _not_measured_text(h, group, a, b):
                 comp.append(f"<p>{e(nm)}.</p>")

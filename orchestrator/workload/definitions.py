@@ -36,7 +36,9 @@ class ParamSpec:
 BETTER = ("lower", "higher", "neither")
 COMPARED_KEYS = {"metric": "metric name as in metrics.json (e.g. lock.mmu_lock.write.acquisitions)",
                  "label": "what the report calls it", "unit": "unit shown after values (\"\" for a count)",
-                 "better": "lower, higher or neither"}
+                 "better": "lower, higher or neither",
+                 "min_effect_pct": "optional: the smallest change (%) that matters; a change whose whole 95% interval "
+                                   "lies inside +-this is reported as ruled out"}
 # First component of every metric name the collectors and parsers emit
 # (workload/evidence.py, parsers/race_trace.py, matrix/cell.py); a workload's own lines add its prefix.
 METRIC_FAMILIES = ("boot", "kprobe", "lock", "lru_gen", "memcg", "nested_kvm", "phase", "race", "trace", "vmstat", "workload")
@@ -50,6 +52,7 @@ class ComparedMetric:
     unit: str
     better: str  # one of BETTER
 
+    min_effect_pct: float | None = None  # declared minimum effect of interest (reports/stats.py: equivalence)
     def title(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
@@ -103,7 +106,9 @@ def workload_schema() -> datafiles.Mapping:
         {"metric": F(Str(numbers_as_text=True), required=True, help=COMPARED_KEYS["metric"]),
          "label": F(Str(numbers_as_text=True), required=True, help=COMPARED_KEYS["label"]),
          "unit": F(Str(numbers_as_text=True), required=True, help=COMPARED_KEYS["unit"]),
-         "better": F(Str(choices=BETTER), required=True, help=COMPARED_KEYS["better"])},
+         "better": F(Str(choices=BETTER), required=True, help=COMPARED_KEYS["better"]),
+         "min_effect_pct": F(datafiles.Int(1, 1000, expected="a percentage from 1 to 1000"),
+                             help=COMPARED_KEYS["min_effect_pct"])},
         noun="field", expected=f"a mapping with {', '.join(COMPARED_KEYS)}")
     param = datafiles.Mapping({
         "default": F(datafiles.Scalar(), required=True, help="value when the matrix gives none"),
@@ -161,7 +166,7 @@ def _compared(doc: datafiles.Document, prefix: str) -> tuple[ComparedMetric, ...
                                  "see a cell's metrics.json for the exact names")
         if metric in {c.metric for c in out}:
             raise doc.error(at, f"{metric!r} is declared twice", hint="keep one entry")
-        out.append(ComparedMetric(metric, values["label"], values["unit"], values["better"]))
+        out.append(ComparedMetric(metric, values["label"], values["unit"], values["better"], values.get("min_effect_pct")))
     return tuple(out)
 
 
