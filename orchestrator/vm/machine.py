@@ -8,9 +8,12 @@ file (tests/golden/).
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -128,14 +131,38 @@ class HostInfo:
                 nested = "kvm-arm.mode=nested" in Path("/proc/cmdline").read_text().split()
             except OSError:
                 nested = False
-            version = qemu_version(qemu)
+            version = qemu_version(qemu).number
         return cls(machine, kvm, nested, version)
 
 
-def qemu_version(qemu: str = QEMU) -> tuple[int, int]:
-    result = proc.run([qemu, "--version"], timeout=30)
-    match = re.search(r"version (\d+)\.(\d+)", result.stdout)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+class QemuVersion(str):
+    """What `QEMU --version` says: as a string "PATH: first line" (what records and
+    the --resume key carry: another QEMU may change a result), with the parts
+    the code decides on (`number`: (major, minor), (0, 0) when unknown)."""
+    binary: str
+    path: str | None  # None: not on PATH
+    line: str  # first line of --version, or "not installed" / "version unknown"
+    number: tuple[int, int]
+
+    def __new__(cls, binary: str, path: str | None, line: str) -> QemuVersion:
+        self = super().__new__(cls, f"{path or binary}: {line}")
+        match = re.search(r"version (\d+)\.(\d+)", line)
+        self.binary, self.path, self.line = binary, path, line
+        self.number = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        return self
+
+
+@functools.lru_cache(maxsize=4)
+def qemu_version(qemu: str = QEMU) -> QemuVersion:
+    """The one place QEMU's version is asked (once per binary and process)."""
+    path = shutil.which(qemu)
+    if path is None:
+        return QemuVersion(qemu, None, "not installed")
+    try:
+        out = proc.run([path, "--version"], timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return QemuVersion(qemu, path, "version unknown")
+    return QemuVersion(qemu, path, (out.splitlines() or ["version unknown"])[0].strip())
 
 
 @dataclass(frozen=True)

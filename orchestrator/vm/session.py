@@ -9,10 +9,7 @@ Leaving the block powers the guest off (and kills QEMU if it does not stop).
 from __future__ import annotations
 
 import errno
-import functools
 import logging
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -23,7 +20,8 @@ from orchestrator import proc
 from orchestrator.errors import UserError
 from orchestrator.vm.console import KMSG_FRAGMENT, BootFailure, BootInfo, GuestConsole
 from orchestrator.vm.image import GuestImage, build_image
-from orchestrator.vm.machine import MachineShape, render_qemu_argv
+# qemu_version lives in machine.py (one place); importable from here as before.
+from orchestrator.vm.machine import MachineShape, qemu_version, render_qemu_argv  # noqa: F401
 from orchestrator.vm.nested_kvm import PROBE_GUEST_PATH, build_kvm_probe
 from orchestrator.paths import cache_dir
 from orchestrator.vm.ssh import SshError, SshSession, free_port, port_in_use_failure, wait_for_ssh
@@ -48,20 +46,6 @@ def sshd_problem(boot_log: str) -> str:
     if SSH_MARKER not in text:
         return "guest init did not start sshd (no ORCH-SSH line before the ready marker; orch.ssh=0 on the command line?)"
     return ""
-
-
-@functools.lru_cache(maxsize=4)
-def qemu_version(binary: str = "qemu-system-aarch64") -> str:
-    """First line of `QEMU --version` (part of the --resume key: another QEMU may
-    change a result); "not installed" when it is not on PATH."""
-    path = shutil.which(binary)
-    if path is None:
-        return f"{binary}: not installed"
-    try:
-        out = proc.run([path, "--version"], timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return f"{binary}: version unknown"
-    return f"{path}: {(out.splitlines() or ['version unknown'])[0].strip()}"
 
 
 @dataclass
