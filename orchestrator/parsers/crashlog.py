@@ -65,7 +65,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # dot, which drops gcc clone suffixes.
 _FRAME = re.compile(r"^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<q>\?\s+)?(?P<func>[A-Za-z_$][\w$]*)[\w.$]*\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
 # a symbolized inline frame has no offset: " __dump_stack lib/dump_stack.c:88 [inline]"
-_INLINE = re.compile(r"^\s*(?P<func>[A-Za-z_][\w]*)[\w.]* \S+:\d+ \[inline\]\s*$")
+_INLINE = re.compile(r"^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<func>[A-Za-z_][\w]*)[\w.]* \S+:\d+ \[inline\]\s*$")
 _TRACE_MARKER = re.compile(r"^\s*(?:<(?:/?IRQ|/?TASK|/?NMI|EOI)>|---\[ end of stack)\s*$")
 _CALL_TRACE = re.compile(r"^\s*(?:Call [Tt]race:|Backtrace:)\s*$")
 # the faulting PC: arm64 "pc : func+0x..", x86 "RIP: 0010:func+0x.." (before 4.15 also
