@@ -20,7 +20,9 @@ from orchestrator.kernel.series import Series, load_series, parse_diff
 from orchestrator.kernel.source import PreparedSource, git_env
 from orchestrator.paths import PATCHES_DIR
 
-pytestmark = pytest.mark.integration  # a clone of the real 86 K-file tree
+# Tests on `repo` (a clone of the real 86 K-file tree) are integration; the
+# parsing of git's output is unit.
+INTEGRATION = pytest.mark.integration
 
 F = "mm/Kconfig"  # the file synthetic patches edit
 G = "init/Kconfig"
@@ -104,6 +106,7 @@ def assert_clean(repo: Path) -> None:
 # --------------------------------------------------------------- the real series
 
 
+@INTEGRATION
 def test_project_series_applies_to_the_installed_612(repo: Path, base: str) -> None:
     """patches/ must keep applying as Debian's linux-source-6.12 moves along 6.12.y.
 
@@ -119,6 +122,7 @@ def test_project_series_applies_to_the_installed_612(repo: Path, base: str) -> N
     assert_clean(repo)
 
 
+@INTEGRATION
 def test_v4_series_against_612_stops_at_patch_2(repo: Path, base: str, v4_dir: Path) -> None:
     result = apply_series(repo, base, load_series(v4_dir))
     statuses = [r.status for r in result.results]
@@ -151,6 +155,7 @@ def test_v4_series_against_612_stops_at_patch_2(repo: Path, base: str, v4_dir: P
     assert _git(repo, "for-each-ref", f"refs/orchestrator/series/{load_series(v4_dir).key()}-{base[:12]}") == ""
 
 
+@INTEGRATION
 def test_same_series_twice_hits_cache_and_gives_same_head(repo: Path, base: str, v4_dir: Path) -> None:
     s = load_series(v4_dir, only=["v4-01.patch"])
     ref = f"refs/orchestrator/series/{s.key()}-{base[:12]}"
@@ -182,6 +187,7 @@ def test_same_series_twice_hits_cache_and_gives_same_head(repo: Path, base: str,
     assert not third.cached and third.head == first.head
 
 
+@INTEGRATION
 def test_stale_git_am_state_is_cleared(repo: Path, base: str, v4_dir: Path, tmp_path: Path) -> None:
     _git(repo, "checkout", "-q", "-f", "--detach", base)
     mail = tmp_path / "m"
@@ -196,6 +202,7 @@ def test_stale_git_am_state_is_cleared(repo: Path, base: str, v4_dir: Path, tmp_
 # --------------------------------------------------------------- synthetic cases
 
 
+@INTEGRATION
 def test_offset_is_reported(repo: Path, base: str, tmp_path: Path) -> None:
     orig = lines_of(repo, base, F)
     patch_commit = commit_with(repo, base, {F: edited(orig, l40=orig[39] + " (patched)")}, "edit line 40", tmp_path)
@@ -208,6 +215,7 @@ def test_offset_is_reported(repo: Path, base: str, tmp_path: Path) -> None:
     assert _git(repo, "rev-parse", "HEAD^").strip() == shifted_base
 
 
+@INTEGRATION
 def test_clean_patch_is_applied(repo: Path, base: str, tmp_path: Path) -> None:
     orig = lines_of(repo, base, G)
     c = commit_with(repo, base, {G: edited(orig, l3=orig[2] + " (patched)")}, "edit init/Kconfig", tmp_path)
@@ -216,6 +224,7 @@ def test_clean_patch_is_applied(repo: Path, base: str, tmp_path: Path) -> None:
     assert _git(repo, "rev-parse", "HEAD^{tree}") == _git(repo, "rev-parse", f"{c}^{{tree}}")
 
 
+@INTEGRATION
 def test_three_way_merge_when_context_moved(repo: Path, base: str, tmp_path: Path) -> None:
     orig = lines_of(repo, base, F)
     # The patch changes line 33; the tree we apply to changed line 30, inside the hunk's context.
@@ -230,6 +239,7 @@ def test_three_way_merge_when_context_moved(repo: Path, base: str, tmp_path: Pat
     assert_clean(repo)
 
 
+@INTEGRATION
 def test_conflict_fails_cleanly_and_stops_the_series(repo: Path, base: str, tmp_path: Path) -> None:
     orig_f, orig_g = lines_of(repo, base, F), lines_of(repo, base, G)
     fine = commit_with(repo, base, {G: edited(orig_g, l5=orig_g[4] + " (fine)")}, "fine", tmp_path)
@@ -246,6 +256,7 @@ def test_conflict_fails_cleanly_and_stops_the_series(repo: Path, base: str, tmp_
     assert_clean(repo)
 
 
+@INTEGRATION
 def test_missing_file_and_already_applied(repo: Path, base: str, tmp_path: Path) -> None:
     (tmp_path / "ghost.diff").write_text(
         "diff --git a/mm/ghost.c b/mm/ghost.c\n--- a/mm/ghost.c\n+++ b/mm/ghost.c\n@@ -1,2 +1,2 @@\n x\n-y\n+z\n"
@@ -271,6 +282,7 @@ def test_missing_file_and_already_applied(repo: Path, base: str, tmp_path: Path)
     assert_clean(repo)
 
 
+@INTEGRATION
 def test_unknown_base_is_a_user_error(repo: Path) -> None:
     from orchestrator.errors import UserError
 
@@ -310,6 +322,7 @@ def test_parse_apply_output_forms() -> None:
     assert three_way_reason("CONFLICT (content): Merge conflict in x.c\n") == "3-way merge conflict in x.c"
 
 
+@INTEGRATION
 def test_crlf_saved_project_patch_applies_with_a_note(repo: Path, base: str, tmp_path: Path) -> None:
     """The project's 0001 saved with CRLF (as web archives give it): before, each of
     its hunks was "context does not match the tree"; now it applies and says why."""

@@ -5,7 +5,8 @@ moved, and a patch that cannot apply directly goes straight to the 3-way
 attempt), then `git am`, then `git am -3`.  When both fail, the hunks that do
 not apply are found with `git apply --check --reject --verbose`: unlike a real
 `--reject` run it writes no *.rej files (the kernel's .gitignore hides them
-from `git clean`) and touches no file, so make sees no false change.  The
+from `git clean`) and touches no file, so make sees no false change.  When
+git names no hunk, each hunk is checked alone (hunk_check.py).  The
 remaining patches are "not-attempted" and the tree is left clean at the last
 applied commit.
 
@@ -29,6 +30,7 @@ from orchestrator import proc
 from orchestrator.atomic import write_json_atomic
 from orchestrator.errors import UserError
 from orchestrator.kernel.build import locked
+from orchestrator.kernel.hunk_check import failing_hunks
 from orchestrator.kernel.series import Hunk, Patch, Series, load_series, parse_diff, read_mail
 from orchestrator.kernel.source import SourceSpec, git, git_env, prepare
 
@@ -310,6 +312,15 @@ def _mail_patch(mail_text: str, tmp: Path) -> Path:
     return info.patch_file
 
 
+_FILE_LEVEL = {*_FILE_REASONS.values(), "corrupt patch"}
+
+
+def _names_a_hunk(failures: list[HunkFailure]) -> bool:
+    """Whether git's words already say where the patch stops: a hunk, or a reason
+    about a whole file (missing, already there) where no hunk is to blame."""
+    return any(f.hunk is not None or (f.file and f.reason in _FILE_LEVEL) for f in failures)
+
+
 def _apply_one(repo: Path, patch: Patch, tmp: Path) -> PatchResult:
     mail = tmp / "mail"
     mail.write_text(patch.text, encoding="utf-8", errors="replace")
@@ -346,7 +357,16 @@ def _apply_one(repo: Path, patch: Patch, tmp: Path) -> PatchResult:
     if rc_rev == 0:
         detail = "already applied: the tree already contains this change"
     else:
-        first = failures[0].describe() if failures else "git apply gave no reason"
+        if not _names_a_hunk(failures):
+            # git said nothing that names a hunk: ask it about each hunk alone.
+            found = failing_hunks(repo, diff_file.read_text(encoding="utf-8", errors="replace"))
+            failures = [HunkFailure(p.file, p.number, p.old_start, p.reason) for p in found] or failures
+        if failures:
+            first = failures[0].describe()
+        else:
+            files = ", ".join(dict.fromkeys(h.file for h in hunks)) or "(no file)"
+            first = (f"every hunk of {files} ({len(hunks)} hunk(s)) applies to the tree on its own and in order, "
+                     "so git am failed for another reason")
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
         detail = f"does not apply: {first}{more}; {reason}"
     return PatchResult(patch, "failed", detail, None, failures)
