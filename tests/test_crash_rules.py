@@ -240,3 +240,25 @@ def test_frame_prefixes_pick_the_shortest():
     assert table.strip_prefix("__arm64_sys_write") == "sys_write"
     assert table.strip_prefix("__se_sys_bpf") == "bpf"
     assert table.strip_prefix("ksys_write") == "write"
+
+
+@pytest.mark.parametrize("line,title,kind", [
+    # x86 boot decompressor (arch/x86/boot/compressed/misc.c): a second boot in one log
+    ("Booting the kernel (entry_offset: 0x0000000000000000).", "unexpected kernel reboot", "panic"),
+    ("VFS: Busy inodes after unmount of loop0 (ext4). Self-destruct in 5 seconds.  Have a nice day...",
+     "VFS: Busy inodes after unmount (use-after-free)", "bug"),
+    ("VFS: Close: file count is 0", "VFS: Close: file count is zero (use-after-free)", "bug"),
+    # syzkaller's executor
+    ("SYZFAIL: failed to recv rpc", "SYZFAIL: failed to recv rpc", "bug"),
+])
+def test_one_line_reports(line, title, kind):
+    c = one(lines(line))
+    assert (c.title, c.kind) == (title, kind)
+
+
+def test_lock_debugging_reports_are_lockdep_kind():
+    # syzkaller files these under LockdepBug (pkg/report/crash/title_to_type.go)
+    text = lines("BUG: spinlock already unlocked on CPU#0, syz/123", "Call Trace:", " do_raw_spin_unlock+0x1/0x2",
+                 " dev_stop+0x1/0x2", "")
+    c = one(text)
+    assert (c.title, c.kind) == ("BUG: spinlock already unlocked in dev_stop", "lockdep")
