@@ -262,3 +262,47 @@ def test_lock_debugging_reports_are_lockdep_kind():
                  " dev_stop+0x1/0x2", "")
     c = one(text)
     assert (c.title, c.kind) == ("BUG: spinlock already unlocked in dev_stop", "lockdep")
+
+
+def test_kfence_keeps_the_access_kind():
+    # mm/kfence/report.c: "BUG: KFENCE: %s %s in %pS" then the stack without "Call Trace:"
+    text = lines("==================================================================",
+                 "BUG: KFENCE: use-after-free read in memcpy+0x1/0x2",
+                 "", "Use-after-free read at 0x000000004f3c2c5e (in kfence-#79):",
+                 " memcpy+0x1/0x2", " nfc_llcp_parse_tlv+0x1/0x2", " nfc_llcp_recv+0x1/0x2", "",
+                 "==================================================================")
+    assert one(text).title == "KFENCE: use-after-free read in nfc_llcp_parse_tlv"
+
+
+def test_arm64_kernel_stack_overflow():
+    # arch/arm64/kernel/traps.c panic_bad_stack (VMAP_STACK); the recursion is named
+    # like a stall: the frame above the first dispatcher
+    text = lines("Insufficient stack space to handle exception!",
+                 "ESR: 0x0000000096000047 -- DABT (current EL)",
+                 "Task stack:     [0xffff800082f78000..0xffff800082f80000]",
+                 "Kernel panic - not syncing: kernel stack overflow",
+                 "CPU: 0 UID: 0 PID: 70 Comm: sh Not tainted 6.12.0 #1",
+                 "Call trace:", " dump_backtrace+0x1/0x2", " show_stack+0x1/0x2", " dump_stack_lvl+0x1/0x2",
+                 " panic+0x1/0x2", " nmi_panic+0x1/0x2", " panic_bad_stack+0x1/0x2", " handle_bad_stack+0x1/0x2",
+                 " __bad_stack+0x1/0x2", " recurse+0x1/0x2", " recurse+0x1/0x2", " dev_write+0x1/0x2",
+                 " vfs_write+0x1/0x2", " ksys_write+0x1/0x2", "---[ end Kernel panic - not syncing: kernel stack overflow ]---")
+    assert one(text).title == "kernel stack overflow in dev_write"
+
+
+def test_bad_page_is_named_by_its_allocator():
+    # mm/page_alloc.c bad_page with page_owner: the allocation stack, allocator frames skipped
+    text = lines("BUG: Bad page state in process syz  pfn:2b3da",
+                 "page: refcount:0 mapcount:1 mapping:0000000000000000 index:0x0 pfn:0x2b3da",
+                 "page dumped because: nonzero mapcount",
+                 "page_owner tracks the page as allocated",
+                 "page last allocated via order 0, migratetype Movable, gfp_mask 0x140cca, pid 5000",
+                 " set_page_owner include/linux/page_owner.h:32 [inline]",
+                 " post_alloc_hook+0x1/0x2", " get_page_from_freelist+0x1/0x2", " __alloc_pages_noprof+0x1/0x2",
+                 " folio_prealloc+0x1/0x2", " do_anonymous_page+0x1/0x2", " handle_mm_fault+0x1/0x2", "")
+    assert one(text).title == "BUG: Bad page state in do_anonymous_page"
+
+
+def test_dentry_still_in_use_leaves_the_device_out():
+    text = lines("BUG: Dentry ffff888012345678{i=1,n=file0}  still in use (1) [unmount of ext4 loop0]",
+                 "Call Trace:", " umount_check+0x1/0x2", " d_walk+0x1/0x2", "")
+    assert one(text).title == "BUG: Dentry still in use in unmount"
