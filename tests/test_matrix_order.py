@@ -2,11 +2,13 @@
 and repeats per config set (timing cells repeated, evidence cells once)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import UserError
+from orchestrator.matrix.order import williams
 from orchestrator.matrix.spec import load_matrix
 
 
@@ -27,13 +29,26 @@ def test_two_variants_alternate_abba(tmp_path):
                         ("baseline", 3), ("v4-fixed", 3), ("v4-fixed", 4), ("baseline", 4)]
 
 
-def test_three_variants_rotate(tmp_path):
-    m = load_matrix(write(tmp_path, "variants: [baseline, v4-fixed, baseline-aa]\nrepeats: 3\n"))
-    firsts = [[v for v, r in order(m) if r == rep] for rep in (1, 2, 3)]
-    assert firsts == [["baseline", "v4-fixed", "baseline-aa"], ["v4-fixed", "baseline-aa", "baseline"],
-                      ["baseline-aa", "baseline", "v4-fixed"]]
-    # every variant runs first, second and third exactly once
-    assert all(sorted(col) == sorted(firsts[0]) for col in zip(*firsts))
+def test_three_variants_follow_a_williams_design(tmp_path):
+    m = load_matrix(write(tmp_path, "variants: [baseline, v4-fixed, baseline-aa]\nrepeats: 6\n"))
+    seqs = [[v for v, r in order(m) if r == rep] for rep in range(1, 7)]
+    assert seqs[:3] == [["baseline", "v4-fixed", "baseline-aa"], ["v4-fixed", "baseline-aa", "baseline"],
+                        ["baseline-aa", "baseline", "v4-fixed"]]
+    # every variant runs first, second and third equally often ...
+    assert all(sorted(col) == sorted(seqs[0] * 2) for col in zip(*seqs))
+    # ... and directly after every other variant equally often (the cyclic rotation had
+    # baseline-aa after v4-fixed in every repeat and never after baseline)
+    after = Counter((s[i - 1], s[i]) for s in seqs for i in range(1, 3))
+    assert set(after.values()) == {2} and len(after) == 6
+
+
+def test_williams_sequences_are_balanced():
+    for t in range(2, 8):
+        rows = williams(t)
+        assert len(rows) == (t if t % 2 == 0 else 2 * t)
+        pairs = Counter((r[i - 1], r[i]) for r in rows for i in range(1, t))
+        assert len(pairs) == t * (t - 1) and len(set(pairs.values())) == 1, t
+        assert all(sorted(col) == sorted(rows[0] * (len(rows) // t)) for col in zip(*rows))
 
 
 def test_blocked_order_is_the_product(tmp_path):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from orchestrator import proc
 from orchestrator.errors import UserError
@@ -90,7 +92,7 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
                 pending.append((i, cell, built, key))  # builds first, then cells side by side
                 continue
             _say(f"cell {i}/{len(cells)} {cell.key}: boot + {cell.workload.name}")
-            finished(i, cell, run_cell(cell, built, opts, cell_dir, key))
+            finished(i, cell, _ran(run_cell(cell, built, opts, cell_dir, key), i))
         if pending:
             _run_concurrently(pending, opts, finished)
     except (KeyboardInterrupt, SystemExit) as exc:
@@ -131,25 +133,63 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
 
 
 def _run_concurrently(pending: list[tuple[int, Cell, BuildOutcome, str]], opts: RunOptions, finished) -> None:
-    """Up to opts.jobs cells at once (each a QEMU guest); results are published by
-    the main thread as cells finish.  On Ctrl-C the signal handler ends every
-    QEMU, the workers return at once, and unfinished cells stay incomplete."""
+    """Up to opts.jobs cells at once (each a QEMU guest), started in plan order; a
+    timed cell runs alone (run_in_order); results are published by the main
+    thread as cells finish.  On Ctrl-C the signal handler ends every QEMU, the
+    workers return at once, and unfinished cells stay incomplete."""
     total = len(pending) and max(i for i, *_ in pending)
-    _say(f"running {len(pending)} cell(s), {opts.jobs} at a time")
-    pool = ThreadPoolExecutor(max_workers=opts.jobs, thread_name_prefix="cell")
-    futures = {}
+    alone = sum(1 for _, cell, *_ in pending if cell.timed)
+    _say(f"running {len(pending)} cell(s), {opts.jobs} at a time" + (f"; {alone} timed cell(s) alone" if alone else ""))
+
+    def run(job: tuple[int, Cell, BuildOutcome, str]) -> CellRecord:
+        i, cell, built, key = job
+        _say(f"cell {i}/{total} {cell.key}: boot + {cell.workload.name}" + (" (alone: timed)" if cell.timed else ""))
+        return _ran(run_cell(cell, built, opts, opts.results_dir / "cells" / cell.key, key), i)
+
+    run_in_order(pending, opts.jobs, lambda job: job[1].timed, run,
+                 lambda job, rec: finished(job[0], job[1], rec))
+
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+def run_in_order(jobs: list[J], width: int, alone: Callable[[J], bool], run: Callable[[J], R],
+                 finished: Callable[[J, R], None], poll_s: float = 1.0) -> None:
+    """Run every job (run(job)) in list order, up to `width` at once; finished(job, result)
+    in this thread as each ends.  A job for which alone(job) holds (a timed cell: it is
+    measured only when nothing else competes for the host's cores) starts when every
+    other job has finished, and nothing starts while it runs, whatever --jobs says.
+    Start order is the list's order, so a balanced plan (matrix/order.py) holds for what
+    ran.  On an exception (Ctrl-C) the running jobs are awaited (their children are ended
+    by the signal handler) and the rest never start."""
+    pool = ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="cell")
+    running: dict[Future, J] = {}
+
+    def drain() -> None:
+        done, _ = wait(list(running), timeout=poll_s, return_when=FIRST_COMPLETED)
+        for fut in done:
+            job = running.pop(fut)
+            finished(job, fut.result())
+
     try:
-        for i, cell, built, key in pending:
-            _say(f"cell {i}/{total} {cell.key}: queued (boot + {cell.workload.name})")
-            futures[pool.submit(run_cell, cell, built, opts, opts.results_dir / "cells" / cell.key, key)] = (i, cell)
-        remaining = set(futures)
-        while remaining:
-            done_now, remaining = wait(remaining, timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in done_now:
-                i, cell = futures[fut]
-                finished(i, cell, fut.result())
+        for job in jobs:
+            solo = alone(job)
+            while running and (solo or len(running) >= width or any(alone(j) for j in running.values())):
+                drain()
+            running[pool.submit(run, job)] = job
+        while running:
+            drain()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ran(rec: CellRecord, planned: int) -> CellRecord:
+    """Stamp where the cell stood in the plan and when it ended (its start is the record's
+    `started`): the Order section of the reports checks both against the plan."""
+    rec.planned = planned
+    rec.ended = time.time()
+    return rec
 
 
 def _add_unfinished(state: RunState, cells: list[Cell], done: set[str], out: Path, opts: RunOptions) -> None:

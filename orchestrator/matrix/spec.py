@@ -14,11 +14,13 @@ from typing import Any
 from orchestrator import datafiles
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.kernel.kconfig import load_config_set
+from orchestrator.matrix.order import position as williams_position
 from orchestrator.kernel.series import load_series
 from orchestrator.kernel.variants import VARIANTS_FILE, load_variants, resolve as resolve_variant
 from orchestrator.paths import PROJECT_ROOT, safe_name
 from orchestrator.vm.machine import available_shapes, shape_by_name
 from orchestrator.workload import definitions  # its WORKLOADS_DIR read at call time (tests point it elsewhere)
+from orchestrator.workload.timing import is_timed
 
 MATRICES_DIR = PROJECT_ROOT / "matrices"
 AXES = ("variant", "config_set", "machine", "workload")
@@ -32,8 +34,9 @@ TOP_KEYS = {
     "machines": "list of machine shapes from machines/*.yaml",
     "workloads": "list of workload names from workloads/*.yaml, or {name: ..., params: {...}} mappings",
     "repeats": "integer >= 1, or a mapping config set -> integer (e.g. {timing: 5, evidence: 1})",
-    "order": "interleaved (repeat 1 of every variant, then repeat 2 in a rotated order ...; the default when "
-             "the matrix has several variants) or blocked (all repeats of one cell, then the next)",
+    "order": "interleaved (repeat 1 of every variant, then repeat 2 ..., variants in a Williams design so each "
+             "follows each other equally often; the default when the matrix has several variants) or blocked "
+             "(all repeats of one cell, then the next)",
     "include": "list of extra cells: mappings of variant/config_set/machine/workload (+ params)",
     "exclude": "list of mappings; cells matching every given key are removed",
     "compare": "list of [A, B] variant pairs to compare (default: each variant against the first)",
@@ -69,6 +72,11 @@ class Cell:
     @property
     def key(self) -> str:
         return f"{self.variant}.{self.config_set}.{self.machine}.{self.workload.label}.r{self.repeat}"
+
+    @property
+    def timed(self) -> bool:
+        """A cell of a `timed:` config set: it runs alone (matrix/scheduler.run_in_order)."""
+        return is_timed(self.config_set)
 
     @property
     def build_key(self) -> tuple[str, str]:
@@ -330,12 +338,13 @@ def _repeats(doc: datafiles.Document, config_sets: list[str]) -> dict[str, int]:
 
 
 def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:
-    """Run order that spreads machine drift over every variant alike.
+    """Run order that spreads machine drift and carry-over over every variant alike.
 
     Repeat 1 of every cell first, then repeat 2, and so on; within a repeat,
     the cells of each group (config set, machine, workload) run one variant
-    after the other, in the matrix's variant order rotated by one place per
-    repeat (two variants: A B, B A, A B, ...).  Cell keys do not change.
+    after the other, in the order of a Williams design (matrix/order.py: two
+    variants A B, B A, ...; three: ABC BCA CAB CBA ACB BAC), so each variant
+    follows each other one equally often.  Cell keys do not change.
     """
     rank = {v: i for i, v in enumerate(variants)}
     members: dict[tuple, list[str]] = {}  # group -> its variants, in matrix order (rotation is within a group)
@@ -350,8 +359,7 @@ def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:
     def key(c: Cell) -> tuple:
         group = (c.config_set, c.machine, c.workload)
         names = members[group]
-        rotated = (names.index(c.variant) - (c.repeat - 1)) % len(names)
-        return (c.repeat, group_rank[group], rotated)
+        return (c.repeat, group_rank[group], williams_position(names.index(c.variant), len(names), c.repeat))
 
     return sorted(cells, key=key)
 

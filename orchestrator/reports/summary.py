@@ -23,6 +23,7 @@ from orchestrator.reports.crashes import crash_section
 from orchestrator.reports.compare import Group, Headline, Row, default_pairs, run_headline
 from orchestrator.reports.numfmt import fmt
 from orchestrator.reports.race import race_section
+from orchestrator.reports.run_order import order_section
 from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord
 from orchestrator.reports.stats import MIN_REPEATS
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # a type only: reports never import the matrix package at run
 
 # Sections other modules contribute: records -> markdown, or None when they
 # have nothing to say about this run.  Adding one is one line here.
-EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [crash_section, race_section, aging_section]
+EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [crash_section, race_section, aging_section,
+                                                                order_section]
 # Figures those sections refer to: records -> (file name, PNG bytes) or None.
 # Each is written next to summary.md and embedded in report.html.
 EXTRA_FIGURES: list[Callable[[list[CellRecord]], tuple[str, bytes] | None]] = [aging_figure]
