@@ -27,6 +27,8 @@ DEFAULT_TARGET = "local"
 # LAVA target costs nothing to a user who never names one).
 KINDS: dict[str, str] = {
     "qemu": "orchestrator.target.local:LocalTarget",
+    "lava-run": "orchestrator.target.lava.targets:LavaRunTarget",
+    "lava-server": "orchestrator.target.lava.targets:LavaServerTarget",
 }
 
 # Keys every target file has; a class adds its own with FIELDS.
