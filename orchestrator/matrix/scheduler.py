@@ -5,10 +5,11 @@ ends every child, keeps what was measured and marks the rest "not run"; a
 full disk stops the run with a message saying where."""
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from orchestrator.reports.summary import headline_terminal
 class RunState:
     records: list[tuple[CellRecord, Path | None]] = field(default_factory=list)
     interrupted: bool = False
+    repeats_planned: bool = False  # a `detect_pct` target's repeats were added (once per run)
 
 
 def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
@@ -68,7 +70,15 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
 
     try:
         pending: list[tuple[int, Cell, BuildOutcome, str]] = []
-        for i, cell in enumerate(cells, 1):
+
+        def then_more() -> list[Cell]:
+            """After the planned cells: the repeats a target asks for (the pilot has run)."""
+            if pending:
+                _run_concurrently(pending, opts, finished)
+                pending.clear()
+            return _more_repeats(matrix, cells, state, out)
+
+        for i, cell in _growing(cells, then_more):
             cell_dir = out / "cells" / cell.key
             elapsed = time.monotonic() - start
             eta = f", ETA {fmt_duration(elapsed / (i - 1) * (len(cells) - i + 1))}" if i > 1 and opts.jobs == 1 else ""
@@ -182,6 +192,34 @@ def run_in_order(jobs: list[J], width: int, alone: Callable[[J], bool], run: Cal
             drain()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _growing(cells: list[Cell], more) -> Iterator[tuple[int, Cell]]:
+    """(position, cell) over `cells`, then over what more() appends, until it appends nothing."""
+    i = 0
+    while True:
+        while i < len(cells):
+            i += 1
+            yield i, cells[i - 1]
+        extra = more()
+        if not extra:
+            return
+        cells.extend(extra)
+
+
+def _more_repeats(matrix: Matrix, cells: list[Cell], state: RunState, out: Path) -> list[Cell]:
+    """A `detect_pct` target's repeats beyond its pilot, once: the plan in matrix.json grows
+    by them, and its "repeat_plan" lines say why (the reports show them)."""
+    if not matrix.targets or state.repeats_planned:
+        return []
+    state.repeats_planned = True
+    new, lines = matrix.more_repeats(cells, [r for r, _ in state.records])
+    new = [c for c in new if c not in cells]
+    meta = json.loads((out / "matrix.json").read_text())
+    write_json_atomic(out / "matrix.json", {**meta, "cells": [c.to_json() for c in cells + new], "repeat_plan": lines})
+    for line in lines:
+        _say("repeats " + line.lstrip("- ").replace("**", ""))
+    return new
 
 
 def _ran(rec: CellRecord, planned: int) -> CellRecord:

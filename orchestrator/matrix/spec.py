@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator import datafiles
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.kernel.kconfig import load_config_set
-from orchestrator.matrix.order import position as williams_position
+from orchestrator.matrix.order import RepeatTarget, more_repeats, position as williams_position
 from orchestrator.kernel.series import load_series
 from orchestrator.kernel.variants import VARIANTS_FILE, load_variants, resolve as resolve_variant
 from orchestrator.paths import PROJECT_ROOT, safe_name
@@ -33,7 +33,9 @@ TOP_KEYS = {
     "config_sets": "list of config set names from kernel_configs/sets.yaml",
     "machines": "list of machine shapes from machines/*.yaml",
     "workloads": "list of workload names from workloads/*.yaml, or {name: ..., params: {...}} mappings",
-    "repeats": "integer >= 1, or a mapping config set -> integer (e.g. {timing: 5, evidence: 1})",
+    "repeats": "integer >= 1, or a mapping config set -> integer (e.g. {timing: 5, evidence: 1}) or target "
+               "(e.g. {timing: {detect_pct: 10, pilot: 5, max: 30}}: a pilot, then as many repeats as detecting "
+               "that change with 80% power needs, at most max)",
     "order": "interleaved (repeat 1 of every variant, then repeat 2 ..., variants in a Williams design so each "
              "follows each other equally often; the default when the matrix has several variants) or blocked "
              "(all repeats of one cell, then the next)",
@@ -96,6 +98,13 @@ class Matrix:
     cells: list[Cell]
     compare: list[tuple[str, str]] = field(default_factory=list)
     order: str = "blocked"
+    targets: dict[str, RepeatTarget] = field(default_factory=dict)  # config set -> `repeats: {detect_pct: ...}`
+
+    def more_repeats(self, cells: list[Cell], records: list) -> tuple[list[Cell], list[str]]:
+        """Repeats a target asks for after its pilot ran (matrix/order.more_repeats), in run order."""
+        variants = list(dict.fromkeys(c.variant for c in self.cells))
+        new, lines = more_repeats(cells, self.targets, records, self.compare or [(variants[0], v) for v in variants[1:]])
+        return (interleave(new, variants) if self.order == "interleaved" else new), lines
 
 
 class _MatrixWording(datafiles.Wording):
@@ -118,11 +127,19 @@ _WORKLOAD = datafiles.OneOf((_NAME, datafiles.Mapping({
 _CELL_FILTER = datafiles.Mapping({axis: datafiles.Field(_WORKLOAD if axis == "workload" else _NAME) for axis in AXES},
                                  expected=f"a mapping with some of: {', '.join(AXES)}")
 _REPEAT = datafiles.Int(1, 1000, expected="an integer from 1 to 1000")
+_TARGET_TEXT = "an integer from 1 to 1000, or {detect_pct: N, pilot: P, max: M}"
+_TARGET = datafiles.Mapping({
+    "detect_pct": datafiles.Field(datafiles.Int(1, 1000, expected="a percentage from 1 to 1000"), required=True,
+                                  help="the change (%) every comparison must detect with 80% power"),
+    "pilot": datafiles.Field(datafiles.Int(2, 1000), default=5, help="repeats run first to measure the noise"),
+    "max": datafiles.Field(datafiles.Int(2, 1000), default=30, help="at most this many repeats"),
+}, expected="a mapping with detect_pct (and pilot, max)")
 _SCHEMA_OF = {
     "name": _NAME, "description": datafiles.Scalar(), "source": datafiles.Str(), "series": datafiles.Str(),
     "variants": _NAMES, "config_sets": _NAMES, "machines": _NAMES,
     "workloads": datafiles.List(_WORKLOAD, min_items=1, expected="a non-empty list"),
-    "repeats": datafiles.OneOf((_REPEAT, datafiles.MapOf(_REPEAT)), expected=TOP_KEYS["repeats"]),
+    "repeats": datafiles.OneOf((_REPEAT, datafiles.MapOf(datafiles.OneOf((_REPEAT, _TARGET), expected=_TARGET_TEXT))),
+                               expected=TOP_KEYS["repeats"]),
     "order": datafiles.Str(choices=ORDERS, matching=f"one of: {', '.join(ORDERS)}"),
     "include": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
     "exclude": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
@@ -277,7 +294,9 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     workloads = [_workload(doc, w, ("workloads", i)) for i, w in enumerate(fields["workloads"])]
     repeats = _repeats(doc, config_sets)
     order = fields.get("order", "interleaved" if len(variants) > 1 else "blocked")
-    if len(variants) * len(config_sets) * len(machines) * len(workloads) * max(repeats.values()) > MAX_CELLS:
+    targets = _targets(doc)
+    most = max([*repeats.values(), *(t.cap for t in targets.values())])
+    if len(variants) * len(config_sets) * len(machines) * len(workloads) * most > MAX_CELLS:
         raise doc.error((), f"expands to more than {MAX_CELLS} cells", subject="(matrix)")
     _checked_machines(doc, machines_named)
 
@@ -318,7 +337,7 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     _checked_config_sets(doc, [(n, ("include",)) for n in extra_c])
     if order == "interleaved":
         cells = interleave(cells, variants)
-    return Matrix(path, name, source, series, cells, compare, order)
+    return Matrix(path, name, source, series, cells, compare, order, targets=targets)
 
 
 def _repeats(doc: datafiles.Document, config_sets: list[str]) -> dict[str, int]:
@@ -333,8 +352,21 @@ def _repeats(doc: datafiles.Document, config_sets: list[str]) -> dict[str, int]:
         missing = [c for c in config_sets if c not in given]
         if missing:
             raise doc.error(("repeats",), f"no count for config set(s) {', '.join(missing)}")
-        return given
+        return {c: v["pilot"] if isinstance(v, dict) else v for c, v in given.items()}
     return {c: given for c in config_sets}
+
+
+def _targets(doc: datafiles.Document) -> dict[str, RepeatTarget]:
+    """Config sets whose repeats follow from a detectable change (matrix/order.more_repeats)."""
+    given = doc.data.get("repeats")
+    out = {}
+    for c, v in (given.items() if isinstance(given, dict) else ()):
+        if isinstance(v, dict):
+            if v["pilot"] > v["max"]:
+                raise doc.error(("repeats", c, "pilot"), f"{v['pilot']} is more than max ({v['max']})",
+                                hint="raise max or lower pilot")
+            out[c] = RepeatTarget(v["detect_pct"], v["pilot"], v["max"])
+    return out
 
 
 def interleave(cells: list[Cell], variants: list[str]) -> list[Cell]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -415,10 +416,21 @@ def _section_html(text: str, figures: dict[str, bytes]) -> str:
     return body
 
 
+def repeat_plan(out: Path) -> str | None:
+    """The "Repeats" section: how many repeats a `detect_pct` target asked for, and why."""
+    try:
+        lines = json.loads((out / "matrix.json").read_text()).get("repeat_plan")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return "## Repeats\n\n" + "\n".join(lines) + "\n" if lines else None
+
+
 def write_headline_reports(h: Headline, recs: list[tuple[CellRecord, Path | None]], out: Path) -> None:
     records = [r for r, _ in recs]
     # Once for both files: the aging study's section and plot take seconds on a big run.
     sections, figures = _extra_sections(records), _extra_figures(records)
+    if plan := repeat_plan(out):  # repeats a `detect_pct` target chose (matrix/order.more_repeats)
+        sections.insert(0, plan)
     for name, png in figures.items():
         write_bytes_atomic(out / name, png)
     for name, text in (("summary.md", render_markdown(h, records, sections)),
