@@ -110,6 +110,7 @@ class Bisection:
         self.dir = req.out / (req.check.slug + (f"-x{req.repeats}-{req.mode}" if req.repeats > 1 else ""))
         _claim(req.out, req.target)
         self.runner = PrefixRunner(req.target, req.out / "runs")
+        self.runner.reproducer = req.reproducer()
         n = len(self.runner.patches)
         self.bad = n if req.bad is None else req.bad
         if not 0 <= req.good < self.bad <= n:

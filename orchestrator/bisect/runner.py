@@ -88,6 +88,7 @@ class PrefixRunner:
         self.builds: dict[int, BuildOutcome] = {}
         self.opts = RunOptions(results_dir=runs, matrix_arg=str(target.series), boot_silence_s=boot_silence_s,
                                boot_overall_s=boot_overall_s)
+        self.reproducer = ""  # the bisection's one-line command, shown with every run's failures
         self._matrix = Matrix(path=target.series, name="bisect", source=target.source, series=target.series, cells=[])
 
     def cell(self, k: int, repeat: int) -> Cell:
@@ -118,10 +119,11 @@ class PrefixRunner:
         cost = float((meta.get("durations_s") or {}).get("total", build_s)) if vb is not None else build_s
         cell = self.cell(k, repeat + 1)
         if build_only:
-            rec = CellRecord(cell.key, cell.to_json(), "", "", list(built.steps), complete=True)
+            rec = CellRecord(cell.key, cell.to_json(), "", self.reproducer, list(built.steps), complete=True)
             rec.save(d)
         else:  # a prefix that does not build still gets its record: "no kernel: see the build steps"
             rec = run_cell(cell, built, self.opts, d, cell_inputs_key(cell, vb))
+            rec.reproducer = self.reproducer or rec.reproducer
             rec.complete = True
             rec.save(d)
         run = Run(k, repeat, mode, round(time.monotonic() - t0, 2), round(build_s, 2), round(cost, 2),

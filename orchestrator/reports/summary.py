@@ -431,6 +431,8 @@ def write_headline_reports(h: Headline, recs: list[tuple[CellRecord, Path | None
     sections, figures = _extra_sections(records), _extra_figures(records)
     if plan := repeat_plan(out):  # repeats a `detect_pct` target chose (matrix/order.more_repeats)
         sections.insert(0, plan)
+    if (bisections := out / "bisect" / "index.md").is_file():  # `orchestrator bisect RESULTS` wrote it
+        sections.append(bisections.read_text())
     for name, png in figures.items():
         write_bytes_atomic(out / name, png)
     for name, text in (("summary.md", render_markdown(h, records, sections)),
