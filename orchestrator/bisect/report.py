@@ -71,14 +71,15 @@ def markdown(b: "Bisection") -> str:
             "|---|---|---|---|---|---|---|---|"]
     for i, s in enumerate(r.steps, 1):
         counts = "/".join(str(s.votes.count(x)) for x in (BAD, GOOD, SKIP))
-        took = fmt_duration(s.run_seconds) + ("" if s.seconds or not s.run_seconds else " (from disk)")
+        took = fmt_duration(s.run_seconds) + (" (reused)" if s.reused else "")
         ev = s.evidence[-1].replace("|", "\\|").replace("\n", " ")[:140]
         out.append(f"| {i} | {s.phase} | {s.prefix} | {_last_patch(r, s.prefix)[:60]} | {s.verdict} | {counts} | {took} | {ev} |")
     searched = [s for s in r.steps if s.phase != "exhaustive"]
-    out += ["", f"{len([s for s in searched if not s.phase.startswith('verify')])} steps to the answer "
-            f"(+{len([s for s in searched if s.phase.startswith('verify')])} to verify); "
-            f"this invocation took {fmt_duration(r.wall_s)}; the runs of the bisection took "
-            f"{fmt_duration(sum(s.run_seconds for s in searched))}."]
+    answer = [s for s in searched if not s.phase.startswith("verify")]
+    out += ["", f"{len(answer)} steps to the answer, their runs {fmt_duration(sum(s.run_seconds for s in answer))}; "
+            f"+{len(searched) - len(answer)} to verify, all together {fmt_duration(sum(s.run_seconds for s in searched))}"
+            f" (times are the runs' own: build + boot + workload; a reused run counts with the time it took). "
+            f"This invocation took {fmt_duration(r.wall_s)}."]
     if r.exhaustive_s is not None:
         out.append(f"Building and running every prefix {b.req.good}..{b.bad} once: {fmt_duration(r.exhaustive_s)} "
                    "(each prefix's incremental build as measured when it was built, plus its run).")

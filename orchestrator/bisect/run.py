@@ -9,6 +9,7 @@ from disk and goes on where it stopped."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -69,6 +70,7 @@ class StepResult:
     seconds: float  # wall time of this step's runs in this invocation (0 when replayed from disk)
     run_seconds: float  # the runs' own time, as measured when they ran
     runs: list[dict] = field(default_factory=list)  # {dir, repeat, seconds, build_s, build_cost_s, cache_hit}
+    reused: bool = False  # every run was already on disk (an earlier step, check or invocation ran it)
 
 
 @dataclass
@@ -93,7 +95,8 @@ def patch_info(patches) -> list[dict]:
     out = []
     for p in patches:
         head = HeaderParser().parsestr(p.text.split("\n\n", 1)[0].split("\n", 1)[-1])
-        out.append({"number": p.index, "name": p.name, "subject": p.subject,
+        subject = re.sub(r"^(\[[^\]]*\]\s*)+", "", p.subject)  # as git am commits it: no [PATCH n/m]
+        out.append({"number": p.index, "name": p.name, "subject": subject,
                     "author": str(head.get("From", "")).strip(), "message_id": str(head.get("Message-Id", "")).strip()})
     return out
 
@@ -127,8 +130,10 @@ class Bisection:
         t0 = time.monotonic()
         verdict = None
         i = first_repeat
+        reused = True
         while verdict is None:
             run, rec = self.runner.run(k, i, self.req.check.build_only)
+            reused = reused and self.runner.last_cached
             v = judge(self.req.check, rec, self.req.target.workload)
             if self.hook is not None:
                 v = self.hook(k, i, v)
@@ -141,7 +146,7 @@ class Bisection:
             verdict = fold(votes, self.req.repeats, self.req.mode)
         replayed = all(r["seconds"] and _replayed(self, r) for r in runs)
         step = StepResult(phase, k, verdict, votes, evidence, 0.0 if replayed else round(time.monotonic() - t0, 2),
-                          round(sum(r["seconds"] for r in runs), 2), runs)
+                          round(sum(r["seconds"] for r in runs), 2), runs, reused)
         self.result.steps.append(step)
         counts = ", ".join(f"{votes.count(x)} {x}" for x in (BAD, GOOD, SKIP) if votes.count(x))
         _say(f"{phase} prefix {k}: {verdict.upper()} ({counts}) {evidence[-1][:160]}")

@@ -88,6 +88,7 @@ class PrefixRunner:
         self.builds: dict[int, BuildOutcome] = {}
         self.opts = RunOptions(results_dir=runs, matrix_arg=str(target.series), boot_silence_s=boot_silence_s,
                                boot_overall_s=boot_overall_s)
+        self.last_cached = False  # whether the last run() came from disk
         self.reproducer = ""  # the bisection's one-line command, shown with every run's failures
         self._matrix = Matrix(path=target.series, name="bisect", source=target.source, series=target.series, cells=[])
 
@@ -104,7 +105,8 @@ class PrefixRunner:
 
     def run(self, k: int, repeat: int, build_only: bool) -> tuple[Run, CellRecord]:
         """Prefix k, repeat `repeat` (0-based): from disk if done, else built and run now."""
-        if (hit := self.cached(k, repeat, build_only)) is not None:
+        self.last_cached = (hit := self.cached(k, repeat, build_only)) is not None
+        if hit is not None:
             return hit
         mode = "build" if build_only else "cell"
         d = run_dir(self.runs, k, repeat, mode)
