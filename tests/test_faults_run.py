@@ -291,9 +291,11 @@ def test_corrupt_selftests_entry_is_detected_and_rebuilt(baseline_build, tmp_pat
 
     source = baseline_build.source
     with locked(f"tree-{source.key}"):
-        head = git(source.repo, "rev-parse", "HEAD").strip()
-        if selftests_content_id(source, head) != real.metadata["content_id"]:
-            pytest.skip("the shared tree is checked out at other selftest inputs")
+        # Another build may have left the shared tree at other inputs: put it back at
+        # the baseline's (as the pipeline does under this lock before every build).
+        head = baseline_build.apply.head if baseline_build.apply is not None else source.base_commit
+        git(source.repo, "checkout", "-q", "-f", "--detach", head)
+        assert selftests_content_id(source, head) == real.metadata["content_id"]
         rebuilt = selftests.build_selftests(source, real.metadata["content_id"], toolchain.detect())
     assert rebuilt.key == real.key and rebuilt.out_dir == copy and not rebuilt.cache_hit
     digest = sha256_file(rebuilt.binary(name))
