@@ -1,6 +1,8 @@
 """KVM selftests for arm64 from the same tree, statically linked, keyed and cached.
 
-They are the inner-guest workloads.  The library objects they leave behind
+They are the inner-guest workloads, and the whole list the tree's Makefile
+gives for arm64 is the kvm-selftests suite (workloads/kvm-selftests.yaml):
+each tree (6.12, Debian's 6.1, a git ref) brings its own list.  The library objects they leave behind
 (lib/*.o) also link the project's own C workloads in guest/.
 
 Built the way the tree's own Makefile builds them, whatever its library is
@@ -27,7 +29,7 @@ from orchestrator.progress import Progress
 from orchestrator.kernel.source import PreparedSource, sha256_file
 from orchestrator.kernel.toolchain import Toolchain
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: the tree's whole arm64 list, not only WANTED
 # What the workloads run; more can be added when a workload needs them.
 WANTED = ("access_tracking_perf_test", "demand_paging_test", "dirty_log_perf_test", "kvm_create_max_vcpus")
 
@@ -40,7 +42,21 @@ class SelftestsBuild:
     metadata: dict
 
     def binary(self, name: str) -> Path:
-        return self.out_dir / name
+        """A test by its name (aarch64/ tests live in a subdirectory of the build)."""
+        return self.out_dir / self.metadata.get("paths", {}).get(name, name)
+
+    def suite(self) -> list[str]:
+        """Every arm64 test of the tree's Makefile, in its order (built or not)."""
+        return list(self.metadata.get("suite", []))
+
+    def suite_available(self) -> list[str]:
+        """The suite's tests that were built, in the Makefile's order."""
+        built = self.metadata.get("binaries_sha256", {})
+        return [n for n in self.suite() if n in built]
+
+    def settings_timeout(self) -> int | None:
+        """`timeout=` of the directory's kselftest `settings` file (None: none there)."""
+        return self.metadata.get("settings_timeout")
 
     def available(self) -> list[str]:
         """The WANTED tests that were built (in WANTED order)."""
@@ -57,8 +73,9 @@ class SelftestsBuild:
 _PRINT_TESTS_MK = "orch-print-tests:\n\t@echo $(TEST_GEN_PROGS)\n"
 
 
-def tree_test_list(kvm_dir: Path, make_vars: list[str], env: dict[str, str], out_dir: Path) -> set[str]:
-    """The test names the tree's selftests Makefile builds for arm64."""
+def tree_test_paths(kvm_dir: Path, make_vars: list[str], env: dict[str, str], out_dir: Path) -> dict[str, str]:
+    """Test name -> path under OUTPUT (aarch64/hypercalls) of every test the
+    tree's selftests Makefile builds for arm64, in the Makefile's order."""
     mk = out_dir.parent / f".print-tests-{out_dir.name}.mk"
     mk.write_text(_PRINT_TESTS_MK)
     try:
@@ -69,7 +86,37 @@ def tree_test_list(kvm_dir: Path, make_vars: list[str], env: dict[str, str], out
     if res.returncode != 0:
         raise BuildFailed("cannot list the KVM selftests of this tree (make orch-print-tests failed)",
                           (res.stdout + res.stderr).splitlines()[-12:], "")
-    return {Path(w).name for w in res.stdout.split()}
+    out: dict[str, str] = {}
+    for word in res.stdout.split():
+        rel = Path(word).relative_to(out_dir) if Path(word).is_relative_to(out_dir) else Path(Path(word).name)
+        out.setdefault(rel.name, str(rel))
+    return out
+
+
+def tree_test_list(kvm_dir: Path, make_vars: list[str], env: dict[str, str], out_dir: Path) -> set[str]:
+    """The test names the tree's selftests Makefile builds for arm64."""
+    return set(tree_test_paths(kvm_dir, make_vars, env, out_dir))
+
+
+def settings_timeout(kvm_dir: Path) -> int | None:
+    """`timeout=N` from the directory's kselftest `settings` file, as runner.sh reads it."""
+    try:
+        text = (kvm_dir / "settings").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "timeout" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def first_error_of(name: str, lines: list[str]) -> str:
+    """The first compiler/linker error that names the test's own source or binary."""
+    for line in lines:
+        if (f"{name}.c:" in line or f"/{name}" in line) and ("error" in line or "undefined reference" in line):
+            return line.strip()
+    return ""
 
 
 def _valid(out_dir: Path) -> dict | None:
@@ -78,9 +125,11 @@ def _valid(out_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     for name, digest in meta.get("binaries_sha256", {}).items():
-        p = out_dir / name
+        p = out_dir / meta.get("paths", {}).get(name, name)
         if not p.is_file() or sha256_file(p) != digest:
             return None
+    if not all((out_dir / f).is_file() for f in SUITE_FILES):
+        return None
     return meta
 
 
@@ -109,15 +158,18 @@ def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, p
     # abs_objdir keeps generated headers out of the source tree.
     kvm_vars = ["ARCH=arm64", *cross, f"OUTPUT={out_dir}", f"abs_objdir={obj}",
                 f"KHDR_INCLUDES=-isystem {hdrs}/usr/include", "EXTRA_CFLAGS=-static"]
-    listed = tree_test_list(kvm_dir, kvm_vars, env, out_dir)
-    in_tree = [n for n in WANTED if n in listed]
+    paths = tree_test_paths(kvm_dir, kvm_vars, env, out_dir)
+    listed = set(paths)
+    for rel in paths.values():  # a stale binary must not pass for a built one
+        (out_dir / rel).unlink(missing_ok=True)
+    in_tree = list(paths)  # the whole arm64 suite, WANTED among it
     extra = [n for n in WANTED if n not in listed and (kvm_dir / f"{n}.c").is_file()]
     unavailable = {n: "not in this tree's KVM selftests (no tools/testing/selftests/kvm/{n}.c)".format(n=n)
                    for n in WANTED if n not in listed and n not in extra}
     # `headers` (not headers_install) needs no rsync.  -k: one test that does
     # not build leaves the others (and the library) built.
     steps = [(["make", f"O={hdrs}", "ARCH=arm64", *cross, "headers"], source.repo, "headers"),
-             (["make", "-k", *kvm_vars, "-j2", *[str(out_dir / n) for n in in_tree]], kvm_dir, "kvm selftests")]
+             (["make", "-k", *kvm_vars, "-j2", *[str(out_dir / paths[n]) for n in in_tree]], kvm_dir, "kvm selftests")]
     lines: list[str] = []
     with log_path.open("w", buffering=1) as log:
         for argv, cwd, phase in steps:
@@ -135,24 +187,42 @@ def build_selftests(source: PreparedSource, content_id: str, tc: Toolchain, *, p
             if rc != 0:
                 errors = first_errors(lines[start:])
                 for n in in_tree:
-                    if not (out_dir / n).is_file():
-                        unavailable[n] = f"did not build on this tree (make exit {rc}): " + next(
-                            (e.strip() for e in errors if "error" in e), errors[0].strip() if errors else "see " + str(log_path))
+                    if not (out_dir / paths[n]).is_file():
+                        unavailable[n] = f"did not build on this tree (make exit {rc}): " + (first_error_of(n, lines[start:]) or next(
+                            (e.strip() for e in errors if "error" in e), errors[0].strip() if errors else "see " + str(log_path)))
         partial = SelftestsBuild(key, out_dir, False, {"headers": str(hdrs / "usr/include")})
         for n in extra:
             reason = _build_unlisted(source, partial, tc, n, log)
             if reason:
                 unavailable[n] = reason
-    built = [n for n in WANTED if n not in unavailable and (out_dir / n).is_file()]
-    digests = {n: sha256_file(out_dir / n) for n in built}
+    paths.update({n: n for n in extra})
+    built = [n for n in dict.fromkeys([*in_tree, *extra]) if n not in unavailable and (out_dir / paths[n]).is_file()]
+    digests = {n: sha256_file(out_dir / paths[n]) for n in built}
     meta = {"key": key, "source": source.identity, "content_id": content_id, "toolchain": tc.describe(),
             "headers": str(hdrs / "usr/include"), "binaries_sha256": digests,
-            "listed_for_arm64": in_tree, "compiled_outside_the_makefile": [n for n in extra if n in digests],
+            "listed_for_arm64": in_tree, "suite": in_tree, "paths": paths,
+            "settings_timeout": settings_timeout(kvm_dir), "compiled_outside_the_makefile": [n for n in extra if n in digests],
             "unavailable": unavailable, "duration_s": round(time.monotonic() - t0, 2)}
+    write_suite_files(out_dir, kvm_dir, in_tree, built, unavailable)
     (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2))
-    progress.done(f"built {len(built)}/{len(WANTED)} in {meta['duration_s']} s -> {out_dir}"
+    progress.done(f"built {len(built)}/{len(in_tree) + len(extra)} in {meta['duration_s']} s -> {out_dir}"
                   + (f"; unavailable: {', '.join(unavailable)}" if unavailable else ""))
     return SelftestsBuild(key, out_dir, False, meta)
+
+
+# What guest/workloads/kselftest-kvm.sh reads next to the tests, named as an
+# installed kselftest directory names them.
+SUITE_FILES = ("kselftest-list.txt", "unavailable.txt", "settings")
+
+
+def write_suite_files(out_dir: Path, kvm_dir: Path, suite: list[str], built: list[str], unavailable: dict[str, str]) -> None:
+    """kselftest-list.txt ("kvm:NAME" per built test, Makefile order), unavailable.txt
+    ("NAME<TAB>why", one line each) and the tree's settings file."""
+    (out_dir / "kselftest-list.txt").write_text("".join(f"kvm:{n}\n" for n in suite if n in built))
+    (out_dir / "unavailable.txt").write_text(
+        "".join(f"{n}\t{' '.join(unavailable[n].split())}\n" for n in suite if n in unavailable))
+    settings = kvm_dir / "settings"
+    (out_dir / "settings").write_text(settings.read_text() if settings.is_file() else "")
 
 
 def _build_unlisted(source: PreparedSource, partial: SelftestsBuild, tc: Toolchain, name: str, log) -> str | None:

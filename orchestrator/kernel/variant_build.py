@@ -16,7 +16,7 @@ from orchestrator.errors import BuildFailed, UserError
 from orchestrator.kernel.guest_programs import all_guest_programs, unavailable_programs
 from orchestrator.kernel.kconfig import load_config_set
 from orchestrator.progress import Progress
-from orchestrator.kernel.selftests import SelftestsBuild, build_selftests
+from orchestrator.kernel.selftests import SUITE_FILES, SelftestsBuild, build_selftests
 from orchestrator.kernel.series import Series
 from orchestrator.kernel.source import PreparedSource, SourceSpec, git, prepare, worktree_identity
 from orchestrator.kernel.variants import resolve
@@ -80,12 +80,18 @@ class VariantBuild:
     guest_programs: dict[str, Path] = field(default_factory=dict)  # guest path -> host file
     unavailable: dict[str, str] = field(default_factory=dict)  # guest path -> why it did not build
 
-    def guest_files(self) -> dict[str, Path]:
-        """Everything the guest image carries from this build: guest path -> host file."""
+    def guest_files(self, suite: bool = False) -> dict[str, Path]:
+        """Everything the guest image carries from this build: guest path -> host file.
+        suite: also the tree's whole KVM selftests suite and the files its runner
+        reads (guest/workloads/kselftest-kvm.sh); only the cells that run it carry them."""
         files: dict[str, Path] = {}
         if self.selftests is not None:
-            for name in self.selftests.available():
+            names = self.selftests.suite_available() if suite else []
+            for name in dict.fromkeys([*self.selftests.available(), *names]):
                 files[f"{GUEST_SELFTESTS_DIR}/{name}"] = self.selftests.binary(name)
+            if suite:
+                for extra in SUITE_FILES:
+                    files[f"{GUEST_SELFTESTS_DIR}/{extra}"] = self.selftests.out_dir / extra
         files.update(self.guest_programs)
         return files
 

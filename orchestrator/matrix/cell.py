@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 from orchestrator.judge.verdicts import load_expectations, verdict_steps
@@ -24,6 +25,7 @@ from orchestrator.vm.session import start_guest
 from orchestrator.vm.shell import GuestShell
 from orchestrator.workload.definitions import load_workload
 from orchestrator.workload.stage import run_workload_stage
+from orchestrator.workload.suite_results import suite_testcases_after_fault
 
 
 def preflight(cells: list[Cell]) -> None:
@@ -49,7 +51,7 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
         return rec
     workload = load_workload(cell.workload.name)
     shape = shape_by_name(cell.machine)
-    extra = vb.guest_files()
+    extra = vb.guest_files(suite=workload.suite is not None)
     t0 = time.monotonic()
     phase = "boot"  # names the step a guest failure is reported under
     try:
@@ -85,6 +87,7 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
             run = stage.run
             rec.metrics.update(stage.metrics)
             rec.crashes = [crash_record(c) for c in run.crashes]
+            rec.testcases = [asdict(t) for t in run.testcases]
             write_json_atomic(cell_dir / "metrics.json", rec.metrics)
             if run.ssh_lost:
                 rec.add(Step("ssh", ERROR, time.monotonic() - t2,
@@ -109,6 +112,8 @@ def run_cell(cell: Cell, built: BuildOutcome, opts: RunOptions, cell_dir: Path, 
         _internal_error(rec, cell_dir, t0, exc)
     except Exception as exc:  # noqa: BLE001 - an infrastructure bug must still become a verdict
         step = fault_step(exc, phase, time.monotonic() - t0)
+        if step is not None and phase == f"workload {workload.name}" and workload.results == "ktap":  # what ran is kept
+            rec.testcases = [asdict(t) for t in suite_testcases_after_fault(cell_dir / "console.log", step.message)]
         if step is None:
             _internal_error(rec, cell_dir, t0, exc)
         else:

@@ -127,6 +127,10 @@ _WORKLOAD = datafiles.OneOf((_NAME, datafiles.Mapping({
 _CELL_FILTER = datafiles.Mapping({axis: datafiles.Field(_WORKLOAD if axis == "workload" else _NAME) for axis in AXES},
                                  expected=f"a mapping with some of: {', '.join(AXES)}")
 _REPEAT = datafiles.Int(1, 1000, expected="an integer from 1 to 1000")
+# An included cell may say how often it runs (a quick extra cell in a matrix of many repeats).
+_INCLUDE = datafiles.Mapping({**_CELL_FILTER.fields, "repeats": datafiles.Field(
+    _REPEAT, help="how often this cell runs (default: its config set's repeats)")},
+    expected=f"a mapping with some of: {', '.join(AXES)}, repeats")
 _TARGET_TEXT = "an integer from 1 to 1000, or {detect_pct: N, pilot: P, max: M}"
 _TARGET = datafiles.Mapping({
     "detect_pct": datafiles.Field(datafiles.Int(1, 1000, expected="a percentage from 1 to 1000"), required=True,
@@ -141,7 +145,7 @@ _SCHEMA_OF = {
     "repeats": datafiles.OneOf((_REPEAT, datafiles.MapOf(datafiles.OneOf((_REPEAT, _TARGET), expected=_TARGET_TEXT))),
                                expected=TOP_KEYS["repeats"]),
     "order": datafiles.Str(choices=ORDERS, matching=f"one of: {', '.join(ORDERS)}"),
-    "include": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
+    "include": datafiles.List(_INCLUDE, expected="a list of mappings"),
     "exclude": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
     "compare": datafiles.List(datafiles.List(_NAME, min_items=2, max_items=2, expected="exactly two variant names"),
                               expected="a list of [A, B] variant pairs"),
@@ -305,7 +309,9 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     for key in ("exclude", "include"):
         if key not in fields:
             continue
-        filters = [_cell_filter(doc, f, (key, i)) for i, f in enumerate(fields[key])]
+        own_repeats = [f.get("repeats") for f in fields[key]]
+        filters = [_cell_filter(doc, {a: v for a, v in f.items() if a != "repeats"}, (key, i))
+                   for i, f in enumerate(fields[key])]
         if key == "exclude":
             cells = [c for c in cells if not any(_matches(c, f) for f in filters)]
         else:
@@ -314,7 +320,7 @@ def load_matrix(spec: str | Path | None) -> Matrix:
                 if missing:
                     raise doc.error(("include", i), f"an included cell needs: {', '.join(missing)}")
                 config_set = f.get("config_set", config_sets[0])
-                for r in range(1, repeats.get(config_set, max(repeats.values())) + 1):
+                for r in range(1, (own_repeats[i] or repeats.get(config_set, max(repeats.values()))) + 1):
                     cell = Cell(f["variant"], config_set, f.get("machine", machines[0]), f["workload"], r)
                     if cell not in cells:
                         cells.append(cell)

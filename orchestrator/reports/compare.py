@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from orchestrator.errors import UserError
 from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord, RunResults, Step
 from orchestrator.reports.stats import Comparison, judge, measure
+from orchestrator.reports.suite_tests import headline_lines as suite_headline
 from orchestrator.workload.definitions import ComparedMetric, load_workload
 
 # Axes a cell is defined by (matrix.AXES, with the workload's parameters kept apart).
@@ -138,6 +139,7 @@ class Headline:
     notes: list[str] = field(default_factory=list)  # e.g. a workload whose declarations could not be read
     sides: list[str] = field(default_factory=list)  # plot order
     side_name: str = "variant"  # what a side is: a variant, or a run (compare --by kernel)
+    tests: list[str] = field(default_factory=list)  # a suite's per-test calls, regressions first (suite_tests.py)
 
     @property
     def groups(self) -> list[Group]:
@@ -221,9 +223,10 @@ def run_headline(name: str, records: list[CellRecord], pairs: list[tuple[str, st
     order = list(dict.fromkeys(variants + [str(r.cell.get("variant")) for r in records]))
     notes: list[str] = []
     rows, missing = comparisons(sides, pairs or default_pairs(order), notes)
-    return Headline(f"Matrix `{name}`", _counts(records), rows, missing,
-                    checks([(str(r.cell.get("variant")), r) for r in records]),
-                    _failures(records), [r for r in records if r.status == NOT_RUN], notes, order)
+    tagged = [(str(r.cell.get("variant")), r) for r in records]
+    return Headline(f"Matrix `{name}`", _counts(records), rows, missing, checks(tagged),
+                    _failures(records), [r for r in records if r.status == NOT_RUN], notes, order,
+                    tests=suite_headline(tagged, pairs or default_pairs(order)))
 
 
 def two_run_headline(a: RunResults, b: RunResults, by: str = "kernel") -> Headline:
@@ -266,7 +269,8 @@ def two_run_headline(a: RunResults, b: RunResults, by: str = "kernel") -> Headli
     records = [r for _, r in kept]
     return Headline(f"`{a.directory}` → `{b.directory}` (by {by})", _counts(records), rows, missing,
                     checks(kept), _failures(records), [r for r in records if r.status == NOT_RUN], notes,
-                    list(dict.fromkeys(s for s, _ in kept)), "run" if axis is None else f"{by} (run)")
+                    list(dict.fromkeys(s for s, _ in kept)), "run" if axis is None else f"{by} (run)",
+                    tests=suite_headline(kept, pairs))
 
 
 def _run_labels(a: RunResults, b: RunResults) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from orchestrator.atomic import write_text_atomic
 from orchestrator.errors import UserError
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.results import ERROR, FAILED, SKIPPED, CellRecord, Step
+from orchestrator.reports.suite_tests import flat_cases
 
 MAX_TEXT = 20000  # bound what one testcase carries; the full logs are on disk
 
@@ -66,6 +67,13 @@ def suite_for(record: CellRecord, cell_dir: Path | None = None) -> TestSuite:
             tc.add_error_info(message=step.message, output=_clip(body))
         elif step.status == SKIPPED:
             tc.add_skipped_info(message=step.message)
+        cases.append(tc)
+    for case in flat_cases(record):  # a suite workload: one testcase per test and subtest
+        tc = TestCase(case.path, classname=record.key, elapsed_sec=round(case.seconds, 3), stdout=_clip(case.output) or None)
+        if case.status == "fail":
+            tc.add_failure_info(message=case.reason or "failed", output=f"reproduce: {record.reproducer}")
+        elif case.status in ("skip", "not run"):
+            tc.add_skipped_info(message=case.reason or case.status)
         cases.append(tc)
     props = {k: v for k, v in sorted(record.metrics.items())}
     props["reproducer"] = record.reproducer

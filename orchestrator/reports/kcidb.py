@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.reports.suite_tests import flat_cases
 from orchestrator.reports.results import ERROR, FAILED, PASSED, SKIPPED, CellRecord, Step, write_json_atomic
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}
@@ -30,6 +31,8 @@ ARCHITECTURE = "arm64"
 _ORIGIN_RE = re.compile(r"^[a-z0-9_]+$")
 _STATUS = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR"}
 _EXCERPT_MAX = 16384  # KCIDB's maxLength for log_excerpt
+# A suite's per-test status (parsers/ktap.py) in KCIDB: a test the run never reached is MISS.
+_SUITE_STATUS = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "not run": "MISS"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +221,16 @@ def test_objects(opts: KcidbOptions, build_id: str, rec: CellRecord, cell_dir: P
                 files = [{"name": p.name, "url": _url(p)} for p in sorted(ev.iterdir()) if p.is_file()]
                 if files:
                     obj["output_files"] = files
+        out.append(obj)
+    for case in flat_cases(rec):  # a suite workload: one test per selftest (and subtest), KernelCI's paths
+        obj = {"id": opts.id("test", rec.key, case.path), "build_id": build_id, "origin": opts.origin,
+               "path": case.path, "status": _SUITE_STATUS.get(case.status, "MISS"), "duration": case.seconds,
+               "start_time": _iso(rec.started), "environment": environment,
+               "misc": {"cell": rec.key, "variant": rec.cell.get("variant"), "repeat": rec.cell.get("repeat")}}
+        if case.reason:
+            obj["comment"] = case.reason[:4000]
+        if case.output and case.status == "fail":
+            obj["log_excerpt"] = case.output[-_EXCERPT_MAX:]
         out.append(obj)
     return out
 

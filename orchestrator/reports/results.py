@@ -33,6 +33,9 @@ class CellRecord:
     # fingerprint is what `compare`/`merge` match to say "the same crash".
     crashes: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # A suite workload's results, one per test (parsers/ktap.TestResult as a dict):
+    # {name, status, reason, number, seconds, output, subtests}.
+    testcases: list[dict] = field(default_factory=list)
     # Where the cell stood in its run's plan (1-based; 0: not recorded) and when it
     # ended: reports/run_order.py checks the order cells started in and which ran alone.
     planned: int = 0

@@ -25,6 +25,7 @@ from orchestrator.reports.compare import Group, Headline, Row, default_pairs, ru
 from orchestrator.reports.numfmt import fmt
 from orchestrator.reports.race import race_section
 from orchestrator.reports.run_order import order_section
+from orchestrator.reports.suite_tests import suite_section
 from orchestrator.reports.results import ERROR, FAILED, NOT_RUN, PASSED, CellRecord
 from orchestrator.reports.stats import MIN_REPEATS
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # a type only: reports never import the matrix package at run
 
 # Sections other modules contribute: records -> markdown, or None when they
 # have nothing to say about this run.  Adding one is one line here.
-EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [crash_section, race_section, aging_section,
+EXTRA_SECTIONS: list[Callable[[list[CellRecord]], str | None]] = [suite_section, crash_section, race_section, aging_section,
                                                                 order_section]
 # Figures those sections refer to: records -> (file name, PNG bytes) or None.
 # Each is written next to summary.md and embedded in report.html.
@@ -118,6 +119,8 @@ def _first_problem(r: CellRecord) -> str:
 def _blocks(h: Headline) -> list[tuple]:
     """The headline as blocks: ("h", text) | ("p", text) | ("table", head, rows) | ("list", items)."""
     out: list[tuple] = [("p", f"**{sum(h.counts.values())} cell(s): {_counts_text(h.counts)}**")]
+    if h.tests:  # a test suite's regressions come first (reports/suite_tests.py)
+        out += [("h", "Tests (one result per test)"), ("list", h.tests)]
     for group in h.groups:
         for a, b in h.pairs(group):
             rows = [r for r in h.rows if (r.group, r.a, r.b) == (group, a, b)]

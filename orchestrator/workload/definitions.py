@@ -18,6 +18,7 @@ from orchestrator import datafiles
 from orchestrator.errors import UserError
 from orchestrator.paths import PROJECT_ROOT
 from orchestrator.guest_paths import under_root
+from orchestrator.workload.suite_spec import RESULT_PARSERS, SuiteSpec, suite_from, suite_schema
 
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
 
@@ -51,8 +52,8 @@ class ComparedMetric:
     label: str
     unit: str
     better: str  # one of BETTER
-
     min_effect_pct: float | None = None  # declared minimum effect of interest (reports/stats.py: equivalence)
+
     def title(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
@@ -71,6 +72,8 @@ class Workload:
     metric_prefix: str = ""  # metric-lines: names become <prefix>.<name>; default the workload name
     compared: tuple[ComparedMetric, ...] = ()  # `compare:`, in report order
     ages_kvm: bool = True  # `ages_kvm: false`: not an aging workload; "path exercised" and expectations do not apply
+    results: str = "none"  # `results: ktap`: per-test results from the output (parsers/ktap.py)
+    suite: SuiteSpec | None = None  # `suite:`: a test suite (workload/suite_spec.py)
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, str]:
         unknown = set(given) - set(self.params)
@@ -88,7 +91,18 @@ class Workload:
 
     def argv(self, given: dict[str, Any]) -> list[str]:
         values = self.resolve_params(given)
+        if self.suite is not None:  # the suite's runner: its options, then the tests
+            return [under_root(self.program), *self.suite.runner_options(),
+                    *(a.format(**values) for a in self.args), *(self.suite.tests(values.get("tests", "all")) or ["all"])]
         return [under_root(self.program), *(a.format(**values) for a in self.args)]
+
+    def limit_s(self, given: dict[str, Any]) -> int:
+        """The run's time limit: timeout_s, or less for a subset of a suite."""
+        if self.suite is None:
+            return self.timeout_s
+        values = self.resolve_params(given)
+        return self.suite.host_limit_s(self.suite.tests(values.get("tests", "all")), self.timeout_s,
+                                       int(values.get("override_timeout", 0) or 0))
 
     def command(self, given: dict[str, Any]) -> str:
         """Guest shell command: every element quoted."""
@@ -131,6 +145,8 @@ def workload_schema() -> datafiles.Mapping:
         "compare": F(datafiles.List(compared, expected="a list of metric declarations", hint=f"entries like {COMPARE_EXAMPLE}"),
                      default=[], help="metrics compared across variants"),
         "ages_kvm": F(datafiles.Bool(), default=True, help="false: not an aging workload"),
+        "results": F(Str(choices=RESULT_PARSERS), default="none", help="how per-test results are read from the output"),
+        "suite": F(suite_schema(), help="a test suite: collection, list, timeout_factor, known, test_args"),
     })
 
 
@@ -149,7 +165,7 @@ def load_workload(name: str) -> Workload:
               for pname, spec in data["params"].items()}
     return Workload(name, data["description"], data["program"], tuple(str(a) for a in data["args"]),
                     params, data["timeout_s"], data.get("tracepoints"), data["output"], path, prefix,
-                    _compared(doc, prefix), data["ages_kvm"])
+                    _compared(doc, prefix), data["ages_kvm"], data["results"], suite_from(data.get("suite")))
 
 
 def _compared(doc: datafiles.Document, prefix: str) -> tuple[ComparedMetric, ...]:

@@ -116,7 +116,7 @@ def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: Tra
     outdir.mkdir(parents=True, exist_ok=True)
     if timed:
         tpset = None
-    limit = int(timeout_s or workload.timeout_s)
+    limit = int(timeout_s or workload.limit_s(params))
     cmd = workload.command(params)
     status, out = shell.run(_setup_script(tpset, timed), timeout=120)
     (outdir / "setup.log").write_text(out)

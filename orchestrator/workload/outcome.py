@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.parsers.crashlog import Crash
+from orchestrator.parsers.ktap import TestResult  # noqa: F401 - re-exported: a suite's per-test results
 
 # Lock classes read from /proc/lock_stat, and the metric prefix each becomes.
 LOCK_CLASSES = {"&(kvm)->mmu_lock": "lock.mmu_lock"}
@@ -28,3 +29,4 @@ class WorkloadRun:
     dmesg_excerpt: str = ""  # the guest kernel's lines about how it ended (OOM report, fault)
     timed: bool = False  # nothing was armed: no lock_stat, kprobe or trace figures (orchestrator/workload/timing.py)
     ages_kvm: bool = True  # the workload declares that it ages KVM memory (workloads/*.yaml `ages_kvm`)
+    testcases: list[TestResult] = field(default_factory=list)  # a suite's results, one per test (`results: ktap`)

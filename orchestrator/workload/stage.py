@@ -9,6 +9,7 @@ from orchestrator.vm.shell import GuestShell
 from orchestrator.workload.definitions import Workload
 from orchestrator.workload.evidence import run_workload
 from orchestrator.workload.outcome import WorkloadRun
+from orchestrator.workload.suite_results import suite_testcases
 from orchestrator.workload.timing import host_facts, host_load, is_timed
 from orchestrator.workload.tracing import load_tracepoint_set
 
@@ -28,6 +29,8 @@ def run_workload_stage(shell: GuestShell, workload: Workload, params: dict, conf
     metrics.update(host_facts())
     metrics.update(host_load("before"))
     run = run_workload(shell, workload, params, tpset, evidence_dir, timed=is_timed(config_set))
+    if workload.results == "ktap":  # a suite: one result per test, from its output or the console copy
+        run.testcases = suite_testcases(run.output, evidence_dir.parent / "console.log", ended_by=run.ended_by)
     metrics.update(host_load("after"))
     metrics.update(run.metrics)
     return WorkloadStage(run, metrics)
