@@ -165,6 +165,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_between_runs(args: argparse.Namespace) -> int:
+    from orchestrator.reports.replication import between_runs
+    text = between_runs(args.results)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    return EXIT_OK
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
     from orchestrator.vm.session import start_guest
     from orchestrator.vm.shell import GuestShell
@@ -271,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="print the full comparison tables and cells, not just the headline")
     p.add_argument("--markdown", type=Path, help="also write the full comparison as markdown to this file")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("between-runs", help="pool the same comparisons over independent runs: per-run intervals, "
+                                            "between-run variance, what survives it (docs/statistics.md)")
+    p.add_argument("results", type=Path, nargs="+", metavar="RESULTS", help="two or more run-matrix --results directories")
+    p.add_argument("--markdown", type=Path, help="also write the report to this file")
+    p.set_defaults(func=cmd_between_runs)
 
     p = sub.add_parser("bisect", help="find the first patch of a series whose prefix fails a check (or bisect a run's failures)")
     from orchestrator.bisect.command import add_arguments
