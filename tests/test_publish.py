@@ -32,9 +32,10 @@ def test_publishing_a_cell_takes_well_under_half_a_second(tmp_path):
     matrix = load_matrix(SMOKE2 / "matrix.yaml")
     records = _records()
     publish_progress(matrix, records, tmp_path)  # first call: imports, data files read
-    t0 = time.perf_counter()
+    # CPU time, not wall time: a CI machine shared with builds must not make this flaky.
+    t0 = time.process_time()
     publish_progress(matrix, records, tmp_path)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.process_time() - t0 < 0.5
 
 
 def test_the_end_of_a_run_writes_every_report(tmp_path):
