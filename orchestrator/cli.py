@@ -110,7 +110,10 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
     from orchestrator.matrix.spec import load_matrix, shard
     from orchestrator.matrix.options import RunOptions, default_jobs
     from orchestrator.matrix.scheduler import run_cells
+    from orchestrator.target.base import load_target
     matrix = load_matrix(args.matrix)
+    target = args.target or matrix.target  # --target wins over the matrix's `target:`
+    load_target(target)  # an unknown name is an error with the closest one, before anything is built
     cells = matrix.cells
     if sh := _parse_shard(args.shard):
         cells = shard(cells, *sh)
@@ -135,7 +138,7 @@ def cmd_run_matrix(args: argparse.Namespace) -> int:
     from orchestrator.reports.kcidb import KcidbOptions
     KcidbOptions.parse(args.kcidb_origin)  # a bad origin is an error before anything is built
     opts = RunOptions(results_dir=results.resolve(), matrix_arg=args.matrix or "default", resume=args.resume,
-                      jobs=args.jobs or default_jobs(), kcidb_origin=args.kcidb_origin)
+                      jobs=args.jobs or default_jobs(), kcidb_origin=args.kcidb_origin, target=target)
     return run_cells(matrix, cells, opts)
 
 
@@ -175,8 +178,8 @@ def cmd_between_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from orchestrator.vm.session import start_guest
-    from orchestrator.vm.shell import GuestShell
+    import shlex
+    from orchestrator.target.local import LocalTarget
     from orchestrator.vm.machine import shape_by_name
     from orchestrator.vm.nested_kvm import check_nested_kvm
     from orchestrator.kernel.variant_build import BuildRequest
@@ -185,27 +188,26 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if isinstance(vb, int):
         return vb
     shape = shape_by_name(args.machine)
-    extra = vb.guest_files()
-    workdir = args.workdir or Path("results") / "boot" / vb.variant
-    with start_guest(shape, vb.kernel.image, workdir=workdir.resolve(), extra=extra, cmdline_extra=args.append or "") as g:
+    workdir = (args.workdir or Path("results") / "boot" / vb.variant).resolve()
+    # The local target's boot, as a cell's guest job uses it (by hand here).
+    with LocalTarget().session(shape, vb.kernel.image, workdir=workdir, files=vb.guest_files(),
+                               cmdline_extra=args.append or "") as s:
         argv = (workdir / "qemu-argv.txt").read_text().split("\n") if (workdir / "qemu-argv.txt").exists() else []
-        import shlex
         print("QEMU: " + shlex.join([a for a in argv if a]), file=sys.stderr)
         print(f"console log: {workdir / 'console.log'}", file=sys.stderr)
-        shell = GuestShell(g.console, g.ssh)
         if args.check_kvm:
-            kvm = check_nested_kvm(lambda c: shell.run(c, timeout=120))
+            kvm = check_nested_kvm(lambda script: s.shell.run(script, timeout=120))
             print(f"nested KVM: {'ok' if kvm.ok else 'FAILED'} mode={kvm.mode} {kvm.reason}", file=sys.stderr)
             if not kvm.ok:
                 return EXIT_FAIL
         if args.shell:
             print("attached to the guest console; exit the shell or press Ctrl-] to stop", file=sys.stderr)
-            how = g.console.interact()  # exiting the shell ends the session, like Ctrl-]
+            how = s.console.interact()  # exiting the shell ends the session, like Ctrl-]
             print({"shell-exit": "the shell exited: powering the guest off", "escape": "Ctrl-]: powering the guest off",
                    "qemu-exit": "QEMU exited"}[how], file=sys.stderr)
             return EXIT_OK
         if args.exec:
-            status, out = shell.run(args.exec, timeout=args.timeout)
+            status, out = s.shell.run(args.exec, timeout=args.timeout)
             sys.stdout.write(out)
             return status
     return EXIT_OK
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, help="results directory (default results/MATRIX)")
     p.add_argument("-j", "--jobs", type=int, help="cells at once (default from cores and memory)")
     p.add_argument("--kcidb-origin", help="KCIDB origin of kcidb.json, optionally ORIGIN:ID_PREFIX (default arm64_orchestrator)")
+    p.add_argument("--target", help="where the guests run: targets/NAME.yaml (default: the matrix's target:, else local)")
     p.set_defaults(func=cmd_run_matrix)
 
     p = sub.add_parser("merge", help="combine shard results into one JUnit + report")

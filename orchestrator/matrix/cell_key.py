@@ -10,9 +10,9 @@ from orchestrator.errors import UserError
 from orchestrator.kernel.variant_build import VariantBuild
 from orchestrator.matrix.spec import Cell
 from orchestrator.paths import PATCHES_DIR, PROJECT_ROOT
+from orchestrator.target.base import DEFAULT_TARGET, load_target
 from orchestrator.vm.image import packages_id
-from orchestrator.vm.machine import QEMU, shape_by_name
-from orchestrator.vm.session import qemu_version
+from orchestrator.vm.machine import shape_by_name
 from orchestrator.workload.definitions import load_workload
 
 _ORCH = PROJECT_ROOT / "orchestrator"
@@ -38,15 +38,16 @@ def _packages_id() -> str:
         return f"unavailable: {exc.message}"
 
 
-def cell_inputs_key(cell: Cell, vb: VariantBuild | None) -> str:
-    """Everything that can change a cell's result: --resume reruns a cell when any of it changed."""
+def cell_inputs_key(cell: Cell, vb: VariantBuild | None, target: str = DEFAULT_TARGET) -> str:
+    """Everything that can change a cell's result: --resume reruns a cell when any of it changed
+    (the target's identity included: another QEMU, another lab or device type)."""
     workload = load_workload(cell.workload.name)
     machine = shape_by_name(cell.machine)
     parts = [json.dumps(cell.to_json(), sort_keys=True), vb.kernel.key if vb else "no-kernel",
              vb.selftests.key if vb and vb.selftests else "-", repr(machine),
              # guest program paths are content-keyed cache dirs: edits change them
              ",".join(sorted(str(p) for p in vb.guest_programs.values())) if vb else "-",
-             qemu_version(QEMU), _packages_id() if vb else "-",
+             json.dumps(load_target(target).identity(), sort_keys=True), _packages_id() if vb else "-",
              _file_digest(workload.path, PATCHES_DIR / "expectations.yaml", *sorted((PROJECT_ROOT / "tracepoints").glob("*.yaml")),
                           PROJECT_ROOT / "guest" / "init", *sorted((PROJECT_ROOT / "guest" / "race").glob("*")),
                           PROJECT_ROOT / "guest" / "kvm_probe.c",

@@ -16,6 +16,7 @@ class RunOptions:
     boot_silence_s: float = 120.0
     boot_overall_s: float = 600.0
     ssh_timeout_s: float = 60.0
+    target: str = "local"  # targets/NAME.yaml: where the cells' guests run (--target, the matrix's `target:`)
 
 
 def default_jobs() -> int:

@@ -38,7 +38,7 @@ class RunState:
 
 def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
     out = opts.results_dir
-    preflight(cells)
+    preflight(cells, opts.target)
     try:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "matrix.json", {"matrix": str(matrix.path), "name": matrix.name,
@@ -89,7 +89,7 @@ def run_cells(matrix: Matrix, cells: list[Cell], opts: RunOptions) -> int:
             built = builds[cell.build_key]
             if built_for[cell.build_key] != cell.key:
                 built = reused(built, built_for[cell.build_key])
-            key = cell_inputs_key(cell, built.build)
+            key = cell_inputs_key(cell, built.build, opts.target)
             if opts.resume:
                 old = CellRecord.load(cell_dir)
                 # An error is the infrastructure's (QEMU missing, a timeout ...), not the

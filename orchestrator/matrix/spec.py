@@ -18,6 +18,7 @@ from orchestrator.matrix.order import RepeatTarget, more_repeats, position as wi
 from orchestrator.kernel.series import load_series
 from orchestrator.kernel.variants import VARIANTS_FILE, load_variants, resolve as resolve_variant
 from orchestrator.paths import PROJECT_ROOT, safe_name
+from orchestrator.target.base import DEFAULT_TARGET, TARGETS_DIR, available_targets
 from orchestrator.vm.machine import available_shapes, shape_by_name
 from orchestrator.workload import definitions  # its WORKLOADS_DIR read at call time (tests point it elsewhere)
 from orchestrator.workload.timing import is_timed
@@ -42,6 +43,7 @@ TOP_KEYS = {
     "include": "list of extra cells: mappings of variant/config_set/machine/workload (+ params)",
     "exclude": "list of mappings; cells matching every given key are removed",
     "compare": "list of [A, B] variant pairs to compare (default: each variant against the first)",
+    "target": "where the guests run: a target from targets/*.yaml (default local: this machine's QEMU)",
 }
 ORDERS = ("interleaved", "blocked")
 MAX_CELLS = 5000  # bound the work a hostile or mistaken file can ask for
@@ -98,6 +100,7 @@ class Matrix:
     cells: list[Cell]
     compare: list[tuple[str, str]] = field(default_factory=list)
     order: str = "blocked"
+    target: str = DEFAULT_TARGET  # targets/NAME.yaml (`target:`; --target overrides it)
     targets: dict[str, RepeatTarget] = field(default_factory=dict)  # config set -> `repeats: {detect_pct: ...}`
 
     def more_repeats(self, cells: list[Cell], records: list) -> tuple[list[Cell], list[str]]:
@@ -149,6 +152,7 @@ _SCHEMA_OF = {
     "exclude": datafiles.List(_CELL_FILTER, expected="a list of mappings"),
     "compare": datafiles.List(datafiles.List(_NAME, min_items=2, max_items=2, expected="exactly two variant names"),
                               expected="a list of [A, B] variant pairs"),
+    "target": _NAME,
 }
 MATRIX_SCHEMA = datafiles.Mapping(
     {k: datafiles.Field(_SCHEMA_OF[k], required=k == "workloads", help=help) for k, help in TOP_KEYS.items()},
@@ -343,7 +347,11 @@ def load_matrix(spec: str | Path | None) -> Matrix:
     _checked_config_sets(doc, [(n, ("include",)) for n in extra_c])
     if order == "interleaved":
         cells = interleave(cells, variants)
-    return Matrix(path, name, source, series, cells, compare, order, targets=targets)
+    target = str(fields.get("target", DEFAULT_TARGET))
+    if target not in available_targets():
+        raise doc.error(("target",), f"unknown target {target!r}{did_you_mean(target, available_targets())}",
+                        hint=f"name one of the targets in {TARGETS_DIR}: {', '.join(available_targets())}")
+    return Matrix(path, name, source, series, cells, compare, order, target, targets=targets)
 
 
 def _repeats(doc: datafiles.Document, config_sets: list[str]) -> dict[str, int]:

@@ -235,15 +235,24 @@ def test_objects(opts: KcidbOptions, build_id: str, rec: CellRecord, cell_dir: P
     return out
 
 
-def environment_of(machine: str) -> dict:
+def environment_of(machine: str, target: dict | None = None) -> dict:
+    """The KCIDB environment of a cell: what ran its guest (the record's target
+    identity; a record from before targets existed ran in the local QEMU) and
+    the machine shape."""
     from orchestrator.vm.machine import shape_by_name  # machine shapes are files: read them only here
     try:
         shape = dataclasses.asdict(shape_by_name(machine))
     except UserError:
         shape = {"name": machine}
-    return {"comment": f"qemu-system-aarch64 -M virt,virtualization=on, machine shape {machine} "
+    target = dict(target or {"kind": "qemu"})
+    if target.get("kind") == "qemu":
+        ran = "qemu-system-aarch64" + (f" {target['qemu']}" if target.get("qemu") else "")
+        ran += " -M virt,virtualization=on"
+    else:
+        ran = ", ".join(f"{k} {v}" for k, v in target.items())
+    return {"comment": f"{ran}, machine shape {machine} "
                        f"({shape.get('vcpus', '?')} vCPUs, {shape.get('memory_mb', '?')} MB)",
-            "misc": {"machine": shape}}
+            "misc": {"machine": shape, "target": target}}
 
 
 def kcidb_data(opts: KcidbOptions, checkouts: dict[str, CheckoutInput],
@@ -268,7 +277,8 @@ def kcidb_data(opts: KcidbOptions, checkouts: dict[str, CheckoutInput],
         if bk not in build_ids:
             continue  # a cell of a build this run did not make (a merged result)
         machine = str(rec.cell.get("machine", ""))
-        env = envs.setdefault(machine, environment_of(machine))
+        env_key = json.dumps([machine, rec.target], sort_keys=True)
+        env = envs.setdefault(env_key, environment_of(machine, rec.target))
         out["tests"].extend(test_objects(opts, build_ids[bk], rec, cell_dir, env))
     return out
 

@@ -33,6 +33,9 @@ class CellRecord:
     # fingerprint is what `compare`/`merge` match to say "the same crash".
     crashes: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # What ran the guest (target/base.Target.identity(): kind, QEMU version or
+    # lab and device type); the KCIDB environment is drawn from it.
+    target: dict = field(default_factory=dict)
     # A suite workload's results, one per test (parsers/ktap.TestResult as a dict):
     # {name, status, reason, number, seconds, output, subtests}.
     testcases: list[dict] = field(default_factory=list)

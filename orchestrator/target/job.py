@@ -58,9 +58,9 @@ class GuestJob:
     kernel_image: Path
     files: dict[str, Path]  # guest path -> host file put in the initramfs (guest programs, selftests)
     scripts: tuple[GuestScript, ...]
-    boot_timeout_s: int  # from power-on to the ready marker
-    boot_silence_s: int = 90  # no console output for this long during boot is a hang
-    ssh_timeout_s: int = 60  # local target: how long to wait for the guest's sshd
+    boot_timeout_s: float  # from power-on to the ready marker
+    boot_silence_s: float = 90.0  # no console output for this long during boot is a hang
+    ssh_timeout_s: float = 60.0  # local target: how long to wait for the guest's sshd
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.scripts]

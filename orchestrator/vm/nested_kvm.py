@@ -2,13 +2,15 @@
 
 The guest kernel must have started all CPUs at EL2, initialised KVM (VHE or
 nVHE), created /dev/kvm, and guest/kvm_probe must create a VM and vCPU and
-run four instructions to an MMIO exit.  Parsing is pure (parse_nested_kvm)
-so it is tested on captured text; check_nested_kvm gathers the text with any
-command runner (serial console or SSH).
+run four instructions to an MMIO exit.  The check is one guest script
+(nested_kvm_script: what any target runs, its exit status 0 only when KVM is
+usable, so later scripts can depend on it); its output is parsed by pure
+functions (parse_nested_kvm_output, parse_nested_kvm), tested on captured text.
 """
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +99,45 @@ def parse_nested_kvm(dmesg: str, dev_kvm: bool, probe_output: str) -> NestedKvmC
     return NestedKvmCheck(not problems, mode, evidence, "; ".join(problems))
 
 
+# Section markers in the script's output (at the start of a line, alone on it).
+SECTION = "ORCH-NESTED-KVM"
+
+
+def nested_kvm_script(probe_path: str = PROBE_GUEST_PATH) -> str:
+    """The check as one sh script: dmesg, /dev/kvm, the probe, each after a
+    marker line; exit status 0 only if every check parse_nested_kvm makes passes
+    (the same strings), so a target can skip what needs KVM without parsing."""
+    probe = shlex.quote(probe_path)
+    return "\n".join([
+        "ok=0",
+        f"echo {SECTION} dmesg", "dmesg",
+        f"echo {SECTION} dev-kvm", "if [ -c /dev/kvm ]; then echo present; else echo missing; ok=1; fi",
+        f"echo {SECTION} probe", f"out=$({probe} 2>&1)", 'echo "$out"',
+        f"dmesg | grep -qF {shlex.quote(EL2_LINE)} || ok=1",
+        # The nVHE line contains the VHE text: one grep finds either.
+        f"dmesg | grep -qF {shlex.quote(VHE_LINE)} || ok=1",
+        f'echo "$out" | grep -qF {shlex.quote(PROBE_OK)} || ok=1',
+        "exit $ok",
+    ])
+
+
+def parse_nested_kvm_output(output: str) -> NestedKvmCheck:
+    """Decide from the output of nested_kvm_script (pure)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.replace("\r", "").splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == SECTION:
+            current = sections.setdefault(words[1], [])
+        elif current is not None:
+            current.append(line)
+    dev_kvm = [ln.strip() for ln in sections.get("dev-kvm", [])]
+    return parse_nested_kvm("\n".join(sections.get("dmesg", [])), "present" in dev_kvm,
+                            "\n".join(sections.get("probe", [])))
+
+
 def check_nested_kvm(run: Callable[[str], tuple[int, str]],
                      probe_path: str = PROBE_GUEST_PATH) -> NestedKvmCheck:
-    """Gather the evidence in the guest.  run(cmd) -> (exit status, output)."""
-    _, dmesg = run("dmesg")
-    status, _ = run("test -c /dev/kvm")
-    _, probe = run(probe_path)
-    return parse_nested_kvm(dmesg, status == 0, probe)
+    """Run the check with any command runner: run(script) -> (exit status, output)."""
+    _, output = run(nested_kvm_script(probe_path))
+    return parse_nested_kvm_output(output)

@@ -1,22 +1,23 @@
-"""Run one workload in the guest with its collectors, fetch the raw evidence,
-and turn it into flat metrics.
+"""One workload with its collectors: planned as guest scripts, then collected
+from what the target brought back into a WorkloadRun with flat metrics.
 
-Order in the guest: snapshots (vmstat, memcg events) -> tracing on -> clear
-lock_stat -> workload in its own memcg, under a time limit -> tracing off ->
-snapshots again, and lru_gen (only its state after the run is parsed).  Raw
-files land in the cell directory before anything is parsed, so a parser bug
-never loses a measurement.
+The scripts, in order: setup (snapshots of vmstat and memcg events, tracing
+on, clear lock_stat), the workload in its own memcg under a time limit, and
+teardown (tracing off, snapshots again, lru_gen: only its state after the run
+is parsed), which leaves the evidence files.  Raw files land in the cell
+directory before anything is parsed, so a parser bug never loses a
+measurement.  Nothing here talks to a guest: a target (orchestrator/target/)
+runs the scripts.
 """
 from __future__ import annotations
 
 import re
 import shlex
 import signal
-import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.vm.console import GuestCrashed
-from orchestrator.vm.shell import ConnectionLost, GuestShell
 from orchestrator.parsers.crashlog import find_crashes
 from orchestrator.parsers.lockstat import parse_lock_stat, summary as lock_summary
 from orchestrator.parsers.lrugen import parse_lru_gen
@@ -24,6 +25,7 @@ from orchestrator.parsers.tracestats import buffer_totals, parse_cpu_stats, pars
 from orchestrator.parsers.vmstat import delta, parse_vmstat
 from orchestrator.parsers.race_trace import race_metrics
 from orchestrator.guest_paths import GUEST_EVIDENCE_DIR, GUEST_LIMIT_SIGNAL, SHELL_SIGNAL_BASE, WORKLOAD_CGROUP
+from orchestrator.target.job import GuestScript, ScriptResult
 from orchestrator.workload.tracing import KPROBE_GROUP, TracepointSet
 from orchestrator.workload.definitions import Workload, parse_workload_output
 from orchestrator.workload.outcome import LOCK_CLASSES, WorkloadRun
@@ -109,80 +111,109 @@ def _teardown_script(tpset: TracepointSet | None, timed: bool = False) -> str:
     return "\n".join(lines) + "\ntrue"
 
 
-def run_workload(shell: GuestShell, workload: Workload, params: dict, tpset: TracepointSet | None,
-                 outdir: Path, *, timeout_s: int | None = None, timed: bool = False) -> WorkloadRun:
-    """Run it with its collectors.  A timed run (orchestrator/workload/timing.py) arms
-    none: no tracepoint, kprobe or lock_stat reset while the workload runs."""
-    outdir.mkdir(parents=True, exist_ok=True)
+# The names of the workload's scripts (the run itself is "workload NAME").
+SETUP_SCRIPT = "workload setup"
+TEARDOWN_SCRIPT = "workload teardown"
+SETUP_TIMEOUT_S = 120
+TEARDOWN_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    """A workload's scripts and what collecting their results needs to know."""
+    workload: Workload
+    command: str  # the workload's own command line (reports quote it)
+    limit_s: int  # the guest-side time limit
+    host_wait_s: int  # how long the host waits for the run script (limit + HOST_MARGIN_S)
+    tpset: TracepointSet | None
+    timed: bool
+    scripts: tuple[GuestScript, ...]  # setup, run, teardown
+
+    @property
+    def run_script(self) -> str:
+        return f"workload {self.workload.name}"
+
+
+def plan_workload(workload: Workload, params: dict, tpset: TracepointSet | None, *, timeout_s: int | None = None,
+                  timed: bool = False, needs: str | None = None) -> WorkloadPlan:
+    """The scripts that run it with its collectors.  A timed run (orchestrator/workload/timing.py)
+    arms none: no tracepoint, kprobe or lock_stat reset while the workload runs.  needs: the
+    script that must pass first (the nested-KVM check)."""
     if timed:
         tpset = None
     limit = int(timeout_s or workload.limit_s(params))
     cmd = workload.command(params)
-    status, out = shell.run(_setup_script(tpset, timed), timeout=120)
-    (outdir / "setup.log").write_text(out)
     # In its own memcg (MGLRU ages per memcg), killed by the guest at the limit;
     # the host waits a little longer so a stuck guest is still caught.
     limit_signal = GUEST_LIMIT_SIGNAL.name.removeprefix("SIG")
     inner = f"echo $$ > {WORKLOAD_CGROUP}/cgroup.procs && exec timeout -s {limit_signal} {limit} {cmd}"
-    guest_cmd = (f"sh -c {shlex.quote(inner)} > {GUEST_EVIDENCE_DIR}/workload.out 2>&1; "
-                 f"echo $? > {GUEST_EVIDENCE_DIR}/workload.rc; cat {GUEST_EVIDENCE_DIR}/workload.rc")
-    t0 = time.monotonic()
+    run = (f"sh -c {shlex.quote(inner)} > {GUEST_EVIDENCE_DIR}/workload.out 2>&1; "
+           f"rc=$?; echo $rc > {GUEST_EVIDENCE_DIR}/workload.rc; exit $rc")
+    evidence = tuple(n for n in EVIDENCE_FILES if not (timed and n in PROBE_FILES))
+    scripts = (
+        GuestScript(SETUP_SCRIPT, _setup_script(tpset, timed), SETUP_TIMEOUT_S, needs=needs),
+        GuestScript(f"workload {workload.name}", run, limit + HOST_MARGIN_S, needs=SETUP_SCRIPT),
+        # Runs whatever the workload's exit status: its evidence says how it ended.
+        GuestScript(TEARDOWN_SCRIPT, _teardown_script(tpset, timed), TEARDOWN_TIMEOUT_S,
+                    evidence=tuple(f"{GUEST_EVIDENCE_DIR}/{n}" for n in evidence), needs=SETUP_SCRIPT),
+    )
+    return WorkloadPlan(workload, cmd, limit, limit + HOST_MARGIN_S, tpset, timed, scripts)
+
+
+def collect_workload(plan: WorkloadPlan, results: Sequence[ScriptResult], outdir: Path, *,
+                     via: str = "ssh", ssh_lost: str = "") -> WorkloadRun:
+    """The WorkloadRun of the plan's scripts, from their results and the evidence
+    files the target saved in outdir.  via: how the guest was reached at the end;
+    ssh_lost: why SSH was given up mid-run ("" if it was not)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    by_name = {r.name: r for r in results}
+    absent = ScriptResult("", "not-run", None, 0.0, "", detail="not in the outcome")
+    setup = by_name.get(SETUP_SCRIPT, absent)
+    run = by_name.get(plan.run_script, absent)
+    teardown = by_name.get(TEARDOWN_SCRIPT, absent)
+    if setup.status != "not-run":
+        (outdir / "setup.log").write_text(setup.output)
+    workload = plan.workload
+    exit_status = run.exit_status if run.status in ("pass", "fail") else None
     timed_out = False
     ended_by = ""
-    try:
-        rc_status, rc_out = shell.run(guest_cmd, timeout=limit + HOST_MARGIN_S)
-        rc_text = rc_out.strip().splitlines()[-1] if rc_out.strip() else ""
-        exit_status = int(rc_text) if re.fullmatch(r"\d+", rc_text) else None
-    except GuestCrashed:
-        raise  # the guest is gone: nothing left to collect; the caller reports it
-    except ConnectionLost as exc:  # the guest lives: collect over the serial console
-        exit_status = None
-        ended_by = f"exit status unknown: {shell.ssh_lost}"
-        (outdir / "workload.error").write_text(f"{exc.args[0]}\n")
-    except Exception as exc:  # console/ssh timeout: the guest stopped answering
-        exit_status, timed_out = None, True
-        ended_by = (f"no result from the guest within {limit + HOST_MARGIN_S} s (limit {limit} s + "
-                    f"{HOST_MARGIN_S} s): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        (outdir / "workload.error").write_text(f"{type(exc).__name__}: {exc}\n")
-    seconds = time.monotonic() - t0
-    missing: list[str] = []
-    if not timed_out or exit_status is not None:
-        shell.run(_teardown_script(tpset, timed), timeout=300)
-        for name in EVIDENCE_FILES:
-            if timed and name in PROBE_FILES:
-                continue
-            for attempt in (1, 2):  # once more: an SFTP transfer on a loaded host can fail once
-                try:
-                    shell.fetch(f"{GUEST_EVIDENCE_DIR}/{name}", outdir / name)
-                    break
-                except GuestCrashed:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a missing file is reported, not fatal
-                    if attempt == 2:
-                        missing.append(name)
-                        with (outdir / "fetch.errors").open("a") as log:
-                            log.write(f"{name}: {type(exc).__name__}: {exc}\n")
-    output = (outdir / "workload.out").read_text(errors="replace") if (outdir / "workload.out").exists() else ""
-    dmesg = (outdir / "dmesg").read_text(errors="replace") if (outdir / "dmesg").exists() else ""
+    if run.status == "error":  # the channel broke; the guest lived on
+        ended_by = f"exit status unknown: {ssh_lost or run.detail}"
+        (outdir / "workload.error").write_text(f"{run.detail}\n")
+    elif run.status == "timeout":  # the guest stopped answering
+        timed_out = True
+        margin = plan.host_wait_s - plan.limit_s
+        ended_by = (f"no result from the guest within {plan.host_wait_s} s (limit {plan.limit_s} s + "
+                    f"{margin} s): {run.detail}")
+        (outdir / "workload.error").write_text(f"{run.output}\n")
+    elif run.status == "not-run":
+        ended_by = f"not run: {run.detail}"
+    missing = [Path(p).name for p in teardown.missing]
+    if teardown.missing:
+        with (outdir / "fetch.errors").open("a") as log:
+            for remote, why in teardown.missing.items():
+                log.write(f"{Path(remote).name}: {why}\n")
 
-    def events(name: str) -> str | None:
+    def text(name: str) -> str | None:
         p = outdir / name
         return p.read_text(errors="replace") if p.is_file() else None
 
-    oom_kills = (_memcg_counter(events("memcg.events.after"), "oom_kill")
-                 - _memcg_counter(events("memcg.events.before"), "oom_kill"))
+    output = text("workload.out") or ""
+    dmesg = text("dmesg") or ""
+    oom_kills = (_memcg_counter(text("memcg.events.after"), "oom_kill")
+                 - _memcg_counter(text("memcg.events.before"), "oom_kill"))
     excerpt = ""
     if not ended_by:
-        ended_by, excerpt = classify_end(exit_status, seconds, limit, dmesg, oom_kills)
+        ended_by, excerpt = classify_end(exit_status, run.seconds, plan.limit_s, dmesg, oom_kills)
         timed_out = timed_out or ended_by.startswith("timed out")
-    run = WorkloadRun(workload.name, cmd, exit_status, seconds, output, timed_out, missing=missing, via=shell.via,
-                      ended_by=ended_by, ssh_lost=shell.ssh_lost, dmesg_excerpt=excerpt, timed=timed,
-                      ages_kvm=workload.ages_kvm)
-    run.metrics = evidence_metrics(outdir, workload, tpset)
-    run.metrics["workload.seconds"] = round(seconds, 3)
-    run.metrics["memcg.oom_kill"] = float(max(0, oom_kills))
-    run.crashes = find_crashes(dmesg)
-    return run
+    result = WorkloadRun(workload.name, plan.command, exit_status, run.seconds, output, timed_out, missing=missing,
+                         via=via, ended_by=ended_by, ssh_lost=ssh_lost, dmesg_excerpt=excerpt, timed=plan.timed,
+                         ages_kvm=workload.ages_kvm)
+    result.metrics = evidence_metrics(outdir, workload, plan.tpset)
+    result.metrics["workload.seconds"] = round(run.seconds, 3)
+    result.metrics["memcg.oom_kill"] = float(max(0, oom_kills))
+    result.crashes = find_crashes(dmesg)
+    return result
 
 
 def evidence_metrics(outdir: Path, workload: Workload, tpset: TracepointSet | None) -> dict[str, float]:
