@@ -478,3 +478,11 @@ def test_repeated_reports_in_the_corpus_share_a_fingerprint():
             pytest.fail(f"{path} is missing")
         same = [c for c in crashlog.scan_file(path) if c.title == title]
         assert len(same) >= 2 and len({c.fingerprint for c in same}) == 1
+
+
+def test_user_space_faults_are_not_crashes():
+    # USER_FAULTS.log: the kernel logs a user SIGSEGV and SIGBUS with the user
+    # registers ("pc : 00000000004006d8"): no kernel report
+    text = (CRASHES / "USER_FAULTS.log").read_text()
+    assert text.count("unhandled exception") == 2 and "pc : 0000000000" in text
+    assert crashlog.find_crashes(text) == []

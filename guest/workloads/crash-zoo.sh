@@ -14,6 +14,17 @@
 set -u
 type=${1:?usage: crash-zoo.sh TYPE [WAIT_S]}
 wait_s=${2:-0}
+# USER_FAULTS: no kernel report at all, only user-space SIGSEGV/SIGBUS that the
+# kernel logs (crash-free corpus logs); the program is installed by
+# tests/fixtures/crashes/capture_user_faults.py
+if [ "$type" = USER_FAULTS ]; then
+    prog=/opt/orch/crash-zoo/user-faults
+    [ -x "$prog" ] || { echo "crash-zoo: $prog missing (capture_user_faults.py installs it)" >&2; exit 2; }
+    echo 1 > /proc/sys/debug/exception-trace 2>/dev/null
+    "$prog" segv; "$prog" bus
+    echo "crash-zoo: done $type"
+    exit 0
+fi
 d=/sys/kernel/debug/provoke-crash
 [ -e "$d/DIRECT" ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 if [ ! -w "$d/DIRECT" ]; then
@@ -37,5 +48,17 @@ case "$type" in
         ;;
 esac
 [ "$wait_s" -gt 0 ] && sleep "$wait_s"
+if [ "$type" = KMEMLEAK ] && [ -w /sys/kernel/debug/kmemleak ]; then
+    # kmemleak only reports after a scan (no background scan in crash-zoo-debug);
+    # like syzkaller, one "BUG: memory leak" line before each object it lists.
+    # Written to /dev/kmsg (not ratelimited), so the report is in the console log.
+    echo scan > /sys/kernel/debug/kmemleak; echo scan > /sys/kernel/debug/kmemleak
+    echo on > /proc/sys/kernel/printk_devkmsg 2>/dev/null
+    while IFS= read -r line; do
+        case "$line" in "unreferenced object"*) echo "BUG: memory leak" > /dev/kmsg ;; esac
+        printf '%s\n' "$line" > /dev/kmsg
+    done < /sys/kernel/debug/kmemleak
+    echo "crash-zoo: kmemleak listed $(grep -c '^unreferenced object' /sys/kernel/debug/kmemleak) object(s) on the console"
+fi
 echo "crash-zoo: done $type"
 exit 0
