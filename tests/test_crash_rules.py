@@ -306,3 +306,28 @@ def test_dentry_still_in_use_leaves_the_device_out():
     text = lines("BUG: Dentry ffff888012345678{i=1,n=file0}  still in use (1) [unmount of ext4 loop0]",
                  "Call Trace:", " umount_check+0x1/0x2", " d_walk+0x1/0x2", "")
     assert one(text).title == "BUG: Dentry still in use in unmount"
+
+
+def test_pre_415_rcu_stall_with_eoi_on_the_frame_line():
+    # 4.x x86: "<EOI>" and the first interrupted frame share a line; the stall is
+    # named below apic_timer_interrupt all the same
+    text = lines(
+        "INFO: rcu_sched self-detected stall on CPU",
+        "\t0-...: (124999 ticks this GP) idle=9ab/140000000000001/0 softirq=1234/1234 fqs=31225",
+        "NMI backtrace for cpu 0",
+        "Call Trace:",
+        " <IRQ>",
+        " [<ffffffff81d9b57d>] dump_stack+0xc1/0x124",
+        " [<ffffffff81da7b26>] nmi_cpu_backtrace+0xf6/0x110",
+        " [<ffffffff812f4b1c>] rcu_check_callbacks+0x1bfc/0x1d50",
+        " [<ffffffff81e0bba8>] smp_apic_timer_interrupt+0x78/0xa0",
+        " [<ffffffff81e0b1e8>] apic_timer_interrupt+0x88/0x90",
+        " <EOI>  [<ffffffff8124e3a8>] sock_poll_loop+0x48/0x60",
+        " [<ffffffff8124e500>] sock_poll_wait+0x30/0x60",
+        " [<ffffffff8352c9d0>] sock_ioctl+0x40/0x200",
+        " [<ffffffff815b8c30>] do_vfs_ioctl+0x1a0/0x1000",
+        " [<ffffffff815b9b0f>] SyS_ioctl+0x8f/0xc0",
+        " [<ffffffff81e0a3c5>] entry_SYSCALL_64_fastpath+0x23/0xc6",
+        "",
+    )
+    assert one(text).title == "INFO: rcu detected stall in sock_poll_wait"

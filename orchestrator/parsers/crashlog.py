@@ -61,9 +61,10 @@ _PREFIX = re.compile(r"^(?:\*\* \d+ printk messages dropped \*\* )?(?:.{0,80} lo
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # One stack frame: arm64 " func+0x1c/0x40 [mod]", x86 " func+0x1c/0x40" or
 # " ? func+0x..." (unreliable, ignored), "[<ffff...>] func+0x..." (older and
-# kmemleak), symbolized "func+0x1c/0x40 file.c:12"; the name ends at the first
-# dot, which drops gcc clone suffixes.
-_FRAME = re.compile(r"^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<q>\?\s+)?(?P<func>[A-Za-z_$][\w$]*)[\w.$]*\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
+# kmemleak), symbolized "func+0x1c/0x40 file.c:12", before 4.15 also after a
+# marker on the same line (" <EOI>  [<ffff..>] func+0x.."); the name ends at the
+# first dot, which drops gcc clone suffixes.
+_FRAME = re.compile(r"^\s*(?:<(?:/?IRQ|/?TASK|/?NMI|EOI)>\s+)?(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<q>\?\s+)?(?P<func>[A-Za-z_$][\w$]*)[\w.$]*\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
 # a symbolized inline frame has no offset: " __dump_stack lib/dump_stack.c:88 [inline]"
 _INLINE = re.compile(r"^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?(?P<func>[A-Za-z_][\w]*)[\w.]* \S+:\d+ \[inline\]\s*$")
 _TRACE_MARKER = re.compile(r"^\s*(?:<(?:/?IRQ|/?TASK|/?NMI|EOI)>|---\[ end of stack)\s*$")
