@@ -264,6 +264,9 @@ def test_run_matrix_option_dropped_by_olddefconfig(kernel_source, baseline_build
     assert isinstance(verdict, Failure)
     assert (f"CONFIG_ZRAM=y requested by {configs}/zram-no-blk.config:1 but the final .config has CONFIG_ZRAM=n"
             in verdict.message)
+    # The unmet dependency, read from the tree's own Kconfig, and the line that fixes it (docs/faults.md).
+    assert "ZRAM depends on BLK_DEV [=n] (drivers/block/Kconfig:" in verdict.message
+    assert "add 'CONFIG_BLK_DEV=y' to a fragment" in verdict.message
     assert isinstance(cell["boot"], Skipped)
 
 
