@@ -45,6 +45,14 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("cpio", "cpio", binary="cpio", version_argv=("cpio", "--version")),  # the tests check our initramfs with GNU cpio
     Requirement("dpkg-deb", "dpkg", binary="dpkg-deb"),  # unpacks the guest image's arm64 packages
     Requirement("apt-get", "apt", binary="apt-get"),  # `apt-get download` of those packages
+    # LAVA targets (targets/lava-*.yaml, docs/lava.md): the dispatcher (lava-run), and for the
+    # local LAVA instance the server, its database and lavacli.  PostgreSQL first: lava-server's
+    # postinst creates its database only when PostgreSQL is installed (the instance module runs
+    # the postinst again when it was not running).  --no-install-recommends keeps apache2 out.
+    Requirement("postgresql", "postgresql", binary="pg_ctlcluster"),
+    Requirement("lava-run", "lava-dispatcher", binary="lava-run"),
+    Requirement("lava-server", "lava-server", binary="lava-server"),
+    Requirement("lavacli", "lavacli", binary="lavacli"),
     Requirement("linux-source-6.12", "linux-source-6.12", path="/usr/src/linux-source-6.12.tar.xz"),
     Requirement("python3-venv", "python3-venv", binary=None),
     Requirement("busybox-static:arm64", "busybox-static:arm64", foreign_arm64=True),

@@ -85,7 +85,7 @@ class LavaRunTarget:
     def identity(self) -> dict[str, str]:
         from orchestrator.vm.session import qemu_version
         return {"kind": "lava", "runner": "lava-run", "lab": "lava-run (this machine)", "device_type": "qemu",
-                "lava-dispatcher": _dpkg_version("lava-dispatcher"), "qemu": qemu_version(),
+                "lava-dispatcher": _dpkg_version("lava-dispatcher"), "qemu": str(qemu_version()),
                 "kernel_under_test": "nested"}
 
     def preflight(self) -> None:
