@@ -71,3 +71,27 @@ def test_a_plan_larger_than_the_results_is_incomplete():
     out = results_with_plan(doc, why_unfinished="the output ends here (truncated)")
     assert [(t.name, t.status) for t in out] == [("a", PASS), ("test 2", NOT_RUN), ("test 3", NOT_RUN)]
 
+
+
+def test_after_a_kernel_crash_the_console_copy_keeps_what_ran():
+    """The console log of a real crash mid-suite (crash-cpu-on: panic in PSCI CPU_ON during psci_test)."""
+    from orchestrator.workload.suite_results import suite_testcases_after_fault
+    out = suite_testcases_after_fault(FIX / "crash-cpu-on.console.log", "the guest stopped (panic)")
+    assert [(t.name, t.status) for t in out] == [("hypercalls", PASS), ("psci_test", FAIL), ("smccc_filter", NOT_RUN)]
+    assert out[1].reason == "kernel crash: kernel panic: test only: PSCI CPU_ON"
+    assert out[2].reason.startswith("not run: the run ended during psci_test")
+
+
+def test_when_the_guest_stops_answering_mid_test(tmp_path: Path):
+    """No output file came back (the host gave up): the console copy says what ran."""
+    from orchestrator.workload.suite_results import suite_testcases
+    text = (FIX / "hang-cpu-on.ktap").read_text()
+    console = tmp_path / "console.log"
+    console.write_text("[    1.0] boot noise\r\n" + text[: text.index("not ok 2")].replace("\n", "\r\n"))
+    out = suite_testcases("", console, ended_by="no result from the guest within 255 s")
+    assert [(t.name, t.status, t.reason) for t in out][:2] == [
+        ("hypercalls", PASS, ""), ("psci_test", FAIL, "no result from the guest within 255 s")]
+    assert out[2].status == NOT_RUN
+    # the full output, when it came back, is the answer
+    assert [(t.name, t.status) for t in suite_testcases(text, console)] == [
+        ("hypercalls", PASS), ("psci_test", FAIL), ("smccc_filter", PASS)]

@@ -67,6 +67,8 @@ class Outcomes:
         if state == PASS:
             n = f" {self.counts[PASS]}/{self.ran}" if self.ran > 1 else ""
             return f"pass{n}{secs}"
+        if self.reasons and self.reasons[0].startswith(state):  # "not run: the run ended during ..."
+            return self.reasons[0]
         return f"{state}{why}"
 
 
