@@ -2,7 +2,8 @@
 matrix's parameters) through ./run-matrix's runner on the local target: the
 JUnit testcases and the metric keys are those the runner gave before the
 execution-target seam (issue 20).  Recorded with ./run-matrix on one cell per
-workload kind at bf64613 (before) and b0fe264 (after): identical testcases
+workload kind at b768cd9 (before: cells still ran
+the old way) and b0fe264 (after): identical testcases
 and statuses in all 8 cells; the metric keys differ only by
 trace.*.rate_per_s, present in either run when two or more of that event
 survived the trace buffer.  One boot, ~1.5 min on 2 cores."""
