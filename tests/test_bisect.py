@@ -143,3 +143,14 @@ def test_a_prefix_that_does_not_build_is_untestable_for_every_other_check():
         v = judge(parse_check(text), rec, "page-idle")
         assert v.verdict == SKIP and "does not build" in v.evidence, text
     assert check_for_failure(rec).text == "build"
+
+
+def test_work_counts_each_prefix_build_once_and_leaves_lock_waits_out():
+    from orchestrator.bisect.report import work
+    from orchestrator.bisect.run import StepResult
+
+    def step(k, *runs):
+        return StepResult("search", k, GOOD, [GOOD] * len(runs), [""] * len(runs), 0.0, 0.0,
+                          [{"seconds": s, "build_s": b, "build_cost_s": c} for s, b, c in runs])
+    # prefix 3: a 60 s build step of which 40 s waited for the lock (cost 20 s), then a 10 s run; a rerun of it: 0 s build
+    assert work([step(3, (70.0, 60.0, 20.0)), step(3, (11.0, 0.0, 20.0)), step(4, (15.0, 5.0, 5.0))]) == 20 + 10 + 11 + 5 + 10
