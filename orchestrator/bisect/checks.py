@@ -7,7 +7,11 @@ A check is written `KIND[:ARG]`:
   nested-kvm            KVM works in the guest
   workload              the workload exits 0
   testcase:NAME         the cell's step (JUnit testcase) NAME passes, e.g.
-                        "testcase:verdict page-idle: no kernel warnings"
+                        "testcase:verdict page-idle: no kernel warnings", or
+                        a suite workload's test (the record's per-test
+                        results): "testcase:kselftest.kvm.psci_test" as JUnit
+                        and KCIDB name it, or "psci_test", or
+                        "kvm-selftests/psci_test"
   crash:TITLE           no kernel report whose title contains TITLE
                         (e.g. "crash:WARNING in kvm_age_gfn")
   expect:NAME           the expectation NAME of patches/expectations.yaml holds
@@ -29,6 +33,7 @@ from orchestrator.judge.steps import ERROR, FAILED, PASSED, SKIPPED
 from orchestrator.judge.verdicts import NotMeasured, evaluate, load_all_expectations, metric_names
 from orchestrator.paths import PATCHES_DIR
 from orchestrator.reports.results import CellRecord
+from orchestrator.reports.suite_tests import FlatCase, flat_cases, path_prefix
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
 KINDS = ("build", "boot", "nested-kvm", "workload", "testcase", "crash", "expect", "metric")
@@ -124,6 +129,8 @@ def judge(check: Check, rec: CellRecord, workload: str) -> Verdict:
     if check.build_only:
         return Verdict(GOOD, "builds")
     wl = f"workload {workload}"
+    if check.kind == "testcase" and check.arg not in steps:
+        return _suite_case_verdict(steps, rec, check.arg, workload)
     if check.kind in ("boot", "nested-kvm", "workload", "testcase"):
         name = {"workload": wl, "testcase": check.arg}.get(check.kind, check.kind)
         prereq = {"nested-kvm": ["boot"], "workload": ["boot", "nested-kvm"]}.get(check.kind, [])
@@ -163,8 +170,53 @@ def _step_verdict(steps: dict, name: str, prereq: list[str]) -> Verdict:
     return Verdict(SKIP, f"untestable: {name} {'errored' if s.status == ERROR else 'was skipped'}: {s.message}")
 
 
-def check_for_failure(rec: CellRecord, expectations: Path = PATCHES_DIR / "expectations.yaml") -> Check | None:
-    """The check a failing cell of a finished run is bisected on: its first failed step."""
+def _aliases(case: FlatCase, prefix: str, workload: str) -> set[str]:
+    """The names a suite test answers to: its JUnit/KCIDB path
+    (kselftest.kvm.psci_test), that path without the suite's prefix
+    (psci_test; set_id_regs.<subtest>) and WORKLOAD/NAME (kvm-selftests/psci_test)."""
+    short = case.path[len(prefix) + 1:] if case.path.startswith(prefix + ".") else case.path
+    return {case.path, short, f"{workload}/{short}"}
+
+
+def suite_case(rec: CellRecord, name: str, workload: str) -> FlatCase | None:
+    """The record's per-test result (test or subtest) called NAME, if any."""
+    prefix = path_prefix(rec.cell)
+    return next((c for c in flat_cases(rec) if name in _aliases(c, prefix, workload)), None)
+
+
+def _suite_case_verdict(steps: dict, rec: CellRecord, name: str, workload: str) -> Verdict:
+    """A suite test's result decides; a test that did not run (skip, not run)
+    or a run that never got to the suite says nothing: untestable."""
+    case = suite_case(rec, name, workload)
+    if case is None:
+        # the guest came up and KVM worked, and the suite ran to its end (passing or not)
+        for p, ok in (("boot", (PASSED,)), ("nested-kvm", (PASSED,)), (f"workload {workload}", (PASSED, FAILED))):
+            s = steps.get(p)
+            if s is None or s.status not in ok:
+                return Verdict(SKIP, f"untestable: {p} did not {'pass' if len(ok) == 1 else 'run'} "
+                                     f"({s.message if s else 'not run'})")
+        known = ", ".join(str(c.get("name")) for c in rec.testcases) or "none"
+        return Verdict(SKIP, f"untestable: no step or suite test {name!r} in this run (its tests: {known})")
+    why = f": {case.reason}" if case.reason else ""
+    if case.status == "pass":
+        return Verdict(GOOD, f"{case.path} passed ({case.seconds:.1f} s)")
+    if case.status == "fail":
+        return Verdict(BAD, f"{case.path} failed{why}")
+    return Verdict(SKIP, f"untestable: {case.path} {case.status}{why}")
+
+
+def failing_suite_tests(rec: CellRecord) -> list[str]:
+    """The suite tests (not subtests) that failed in the record, in run order, by JUnit path."""
+    prefix = path_prefix(rec.cell)
+    return [f"{prefix}.{c.get('name')}" for c in rec.testcases if c.get("status") == "fail"]
+
+
+def check_for_failure(rec: CellRecord, expectations: Path = PATCHES_DIR / "expectations.yaml",
+                      passed_elsewhere: frozenset[str] | set[str] = frozenset()) -> Check | None:
+    """The check a failing cell of a finished run is bisected on: its first failed step.
+    A suite workload that failed is bisected on one of its failed tests: the first
+    that passed in another cell of the run (`passed_elsewhere`: a regression
+    against that variant), else the first that failed."""
     workload = str(rec.cell.get("workload", ""))
     for s in rec.steps:
         if s.status != FAILED:
@@ -174,6 +226,9 @@ def check_for_failure(rec: CellRecord, expectations: Path = PATCHES_DIR / "expec
         if s.name in ("boot", "nested-kvm"):
             return Check(s.name)
         if s.name == f"workload {workload}":
+            failed = failing_suite_tests(rec)
+            if failed:
+                return Check("testcase", next((t for t in failed if t in passed_elsewhere), failed[0]))
             return Check("workload")
         if s.name == f"verdict {workload}: no kernel warnings" and rec.crashes:
             return Check("crash", str(rec.crashes[0].get("title", "")))

@@ -14,7 +14,8 @@ from orchestrator.bisect.run import BisectRequest, Bisection
 from orchestrator.bisect.runner import Target
 from orchestrator.errors import UserError
 from orchestrator.matrix.spec import load_matrix
-from orchestrator.reports.results import FAILED, load_run
+from orchestrator.reports.results import FAILED, CellRecord, load_run
+from orchestrator.reports.suite_tests import path_prefix
 
 SECTION = "## Bisections"
 
@@ -29,7 +30,7 @@ def bisect_failures(results: Path, *, repeats: int = 1, mode: str = "majority", 
     done: dict[tuple, Path] = {}
     lines: list[str] = []
     for rec, _ in failing:
-        check = check_for_failure(rec)
+        check = check_for_failure(rec, passed_elsewhere=passed_elsewhere(rec, [r for r, _ in run.records]))
         if check is None:
             continue
         c = rec.cell
@@ -46,6 +47,22 @@ def bisect_failures(results: Path, *, repeats: int = 1, mode: str = "majority", 
         lines.append(summary_line(asdict(result), rel))
     link_from_summary(results, lines)
     return list(done.values())
+
+
+def passed_elsewhere(rec: CellRecord, records: list[CellRecord]) -> set[str]:
+    """The suite tests (JUnit paths) that passed in another variant's cell of
+    the same workload, parameters, config set and machine: a failing test among
+    them is a regression, the one worth bisecting (a test failing everywhere
+    fails on the base too)."""
+    same = ("workload", "params", "config_set", "machine")
+    out: set[str] = set()
+    for other in records:
+        if other.cell.get("variant") == rec.cell.get("variant") or any(
+                other.cell.get(k) != rec.cell.get(k) for k in same):
+            continue
+        prefix = path_prefix(other.cell)
+        out.update(f"{prefix}.{c.get('name')}" for c in other.testcases if c.get("status") == "pass")
+    return out
 
 
 def link_from_summary(results: Path, lines: list[str]) -> None:
