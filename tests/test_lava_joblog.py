@@ -122,3 +122,12 @@ def test_lab_health_maps_to_fault_kinds(tmp_path: Path) -> None:
     assert o.fault is not None and o.fault.kind == "lab-error" and "device offline" in o.fault.reason
     # A failed lava-test-case is a failed script, never a fault.
     assert outcome(PFS, text, tmp_path).fault is None
+
+
+def test_boot_seconds_run_from_qemus_start_to_the_shell_prompt(tmp_path: Path) -> None:
+    # LAVA's action durations (execute-qemu + login-action) leave out
+    # auto-login's wait for "Linux version": the log times of the two results count it.
+    log = parse_job_log(log_text("page-idle-baseline"))
+    durations = sum(float(log.lava_case(c).extra["duration"]) for c in ("execute-qemu", "login-action"))
+    o = outcome(dev_job(GuestScript("x", "true", 30)), log_text("page-idle-baseline"), tmp_path)
+    assert o.boot.seconds == 12.018 and o.boot.seconds > durations + 1

@@ -152,7 +152,8 @@ def parse_job_log(text: str, *, keep_last: int = 60) -> JobLog:
             continue
         lvl, msg = str(rec.get("lvl")), rec.get("msg")
         if lvl == "results" and isinstance(msg, dict):
-            log.results.append(_case(msg))
+            # When it was logged (extra["dt"]): LAVA's durations leave out waits between actions.
+            log.results.append(_case({**msg, "dt": rec.get("dt")} if rec.get("dt") else msg))
         elif lvl in ("error", "exception"):
             log.errors.append(str(msg))
         if lvl != "results":
