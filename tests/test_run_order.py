@@ -121,3 +121,16 @@ def test_an_overlapping_timed_cell_is_flagged(ran):
 
 def test_records_without_a_plan_position_say_nothing(ran):
     assert run_order.order_section([replace(r, planned=0) for r in ran]) is None
+
+
+def test_the_cells_the_scheduler_runs_alone_are_the_timed_config_sets(tmp_path):
+    # run_cells hands run_in_order `cell.timed`: true for every cell of a config set listed under
+    # `timed:` in kernel_configs/sets.yaml (timing), false for the others (evidence), whatever --jobs.
+    from orchestrator.matrix.spec import load_matrix
+    from orchestrator.workload.timing import timed_config_sets
+    p = tmp_path / "m.yaml"
+    p.write_text("name: t\nseries: patches\nvariants: [baseline, v4-fixed]\nconfig_sets: [timing, evidence]\n"
+                 "workloads: [{name: page-idle, params: {vcpus: 1}}]\nrepeats: {timing: 2, evidence: 1}\n")
+    cells = load_matrix(p).cells
+    assert "timing" in timed_config_sets() and "evidence" not in timed_config_sets()
+    assert {c.key for c in cells if c.timed} == {c.key for c in cells if c.config_set == "timing"} and len(cells) == 6

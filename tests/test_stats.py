@@ -5,6 +5,7 @@ the planner's repeat count buys, the interval's coverage, and the verdicts
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -169,3 +170,26 @@ def test_median_interval_is_order_statistics():
     lo, hi = st.median_ci([float(i) for i in range(20)])
     assert (lo, hi) == (5.0, 14.0)
     assert st.median_ci([1.0]) is None
+
+
+def test_judged_aa_reports_with_tied_counts_call_at_most_5_percent():
+    # The verdict path itself (judge: Holm, then up/down) over 1000 seeded A/A reports of 12
+    # comparisons, 6 v 6 integer counts with ties (the kind aging-pass counts are).
+    rng = np.random.default_rng(13)
+    trials, family, n = 1000, 12, 6
+    a = rng.poisson(20, (trials, family, n)).astype(float)
+    b = rng.poisson(20, (trials, family, n)).astype(float)
+    p = st.rank_sum_p(a, b)
+    assert p.min() >= st.min_p(n, n) - 1e-12  # exact with ties: never below the exact minimum
+    template = measure("m", list(a[0, 0]), list(b[0, 0]), min_effect_pct=10)
+    # Only a report whose smallest p clears Holm's first step can call anything; judge those
+    # (and as many others) with the report's own verdict code.
+    could = [i for i, row in enumerate(p) if row.min() < st.ALPHA / family]
+    others = [i for i in range(trials) if i not in could][:len(could) + 20]
+    called = 0
+    for i in could + others:
+        comps = judge([replace(template, p_value=float(x)) for x in p[i]], "A/A report")
+        called += any(c.called for c in comps)
+        assert any(c.called for c in comps) == (i in could)
+    assert 0 < called / trials <= 0.05
+    assert (p < st.ALPHA).any(-1).mean() > 0.25  # uncorrected, a false call somewhere is the likely case
