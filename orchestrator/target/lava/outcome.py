@@ -147,6 +147,8 @@ def build_outcome(job: GuestJob, log: JobLog, end: LabEnd, cell_dir: Path, *, se
                     result.missing[path] = "not in the job log"
         scripts.append(result)
     booted = _booted(log)
+    if not booted and not scripts:
+        current = ""  # nothing says the guest got to its scripts (e.g. no log): the boot's fault
     boot = BootRecord(booted, _boot_seconds(log), {}, "reached the shell prompt" if booted else end.reason,
                       f"LAVA {end.where}")
     fault = _fault(job, log, end, current)

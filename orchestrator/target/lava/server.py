@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 FINISHED = "Finished"
+SUBMITTED = "Submitted"  # waiting for a device
 POLL_S = 2.0
 HTTP_TIMEOUT_S = 20.0
 UNREACHABLE_AFTER_S = 30.0  # no answer for this long while waiting: the lab is unreachable
@@ -116,10 +117,12 @@ class LavaServer:
             raise
 
     def wait(self, job_id: int, deadline: float, *, poll_s: float = POLL_S,
-             on_state=None) -> JobState | None:
+             on_state=None, queue_deadline: float | None = None) -> JobState | None:
         """Poll until the job is Finished (its state) or the monotonic deadline
-        passes (None).  Short outages are ridden out; an outage longer than
-        UNREACHABLE_AFTER_S raises LabUnreachable."""
+        passes (None); also None at queue_deadline if the job is still
+        Submitted then (no device took it: offline, retired, busy).  Short
+        outages are ridden out; an outage longer than UNREACHABLE_AFTER_S
+        raises LabUnreachable."""
         down_since: float | None = None
         last: JobState | None = None
         while True:
@@ -131,6 +134,8 @@ class LavaServer:
                 last = st
                 if st.finished:
                     return st
+                if queue_deadline is not None and st.state == SUBMITTED and time.monotonic() >= queue_deadline:
+                    return None
             except LabUnreachable:
                 now = time.monotonic()
                 down_since = down_since or now

@@ -10,6 +10,7 @@ lab-unreachable, truncated-log), never raised.  See docs/lava.md.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from orchestrator.target.lava.server import LabRejected, LabUnreachable, LavaSer
 WORKDIR = "lava"  # under the cell directory: job.yaml, device.yaml, job-log.yaml, steps/
 KERNEL_MODES = ("nested", "host")
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_URL = r"https?://[^\s/]+(/[^\s]*)?"
 
 
 def _dpkg_version(package: str) -> str:
@@ -132,8 +134,10 @@ class LavaServerTarget:
     """kind: lava-server.  Submits over the REST API v0.2, waits with a deadline,
     fetches the log; `--jobs N` cells at once means N jobs in flight."""
     FIELDS: dict[str, Field] = {
-        "url": Field(Str(pattern=r"https?://[^\s/]+(/[^\s]*)?", matching="http(s)://host[:port][/prefix]"),
+        "url": Field(Str(pattern=_URL, matching="http(s)://host[:port][/prefix]"),
                      required=True, help="the server's base URL"),
+        "url_env": Field(Str(pattern=_ENV_NAME, matching="an environment variable name"), default="",
+                         help="an environment variable that, when set, replaces url (a second local instance)"),
         "token_env": Field(Str(pattern=_ENV_NAME, matching="an environment variable name"), required=True,
                            help="the environment variable holding the API token (never the token itself)"),
         "device_type": Field(Str(), default="qemu", help="the lab's device type"),
@@ -162,7 +166,15 @@ class LavaServerTarget:
             key = "artifact_url" if d["artifact_dir"] else "artifact_dir"
             raise doc.error((key,), "artifact_dir and artifact_url go together",
                             hint="set both (a remote lab downloads over HTTP) or neither (file:// URLs)")
-        cfg = ServerConfig(d["url"].rstrip("/"), d["token_env"], d["device_type"], d["qemu_context"], d["accel"],
+        url = d["url"]
+        if d["url_env"] and os.environ.get(d["url_env"]):
+            url = os.environ[d["url_env"]]
+            if not re.fullmatch(_URL, url):
+                raise UserError(f"target {name}: the environment variable {d['url_env']} is {url!r}, "
+                                "not an http(s)://host[:port][/prefix] URL",
+                                hint=f"export {d['url_env']}=http://127.0.0.1:PORT, or unset it to use "
+                                     f"{d['url']} from targets/{name}.yaml")
+        cfg = ServerConfig(url.rstrip("/"), d["token_env"], d["device_type"], d["qemu_context"], d["accel"],
                            tuple(d["tags"]), Path(d["artifact_dir"]).expanduser() if d["artifact_dir"] else None,
                            d["artifact_url"], d["queue_timeout_s"], d["kernel_under_test"], d["config_set"],
                            d["priority"], d["max_job_timeout_s"])
@@ -173,7 +185,9 @@ class LavaServerTarget:
                 "kernel_under_test": self.cfg.kernel_under_test}
 
     def _token(self) -> str:
-        token = os.environ.get(self.cfg.token_env, "")
+        # stripped: a token pasted with its newline would be an invalid header (and
+        # urllib's error message would quote it)
+        token = os.environ.get(self.cfg.token_env, "").strip()
         if not token:
             raise UserError(f"target {self.name}: the environment variable {self.cfg.token_env} is not set",
                             hint=f"export {self.cfg.token_env}=<your API token for {self.cfg.url}> "
@@ -224,10 +238,13 @@ class LavaServerTarget:
             return self._no_job(job, cell_dir, "lab-error", f"the server rejected the job: {exc}", progress)
         where = server.job_url(job_id)
         (work / "job-url.txt").write_text(where + "\n")
-        deadline = t0 + self.cfg.queue_timeout_s + _job_seconds(definition)
+        # A job waits for a device at most queue_timeout_s, then has its own timeout.
+        queue_deadline = t0 + self.cfg.queue_timeout_s
+        deadline = queue_deadline + _job_seconds(definition)
         states: list[str] = []
         try:
-            st = server.wait(job_id, deadline, on_state=lambda s: states.append(f"{s.state}/{s.health}"))
+            st = server.wait(job_id, deadline, queue_deadline=queue_deadline,
+                             on_state=lambda s: states.append(f"{s.state}/{s.health}"))
         except LabUnreachable as exc:
             return _finish(job, cell_dir, "", LabEnd("Unreachable", f"{exc} (while waiting)", where),
                            time.monotonic() - t0, progress)
@@ -236,8 +253,12 @@ class LavaServerTarget:
                 server.cancel(job_id)
             except (LabUnreachable, LabRejected):
                 pass
-            end = LabEnd("Timeout", f"not finished by the deadline ({self.cfg.queue_timeout_s} s queue + job "
-                         f"timeout); states seen: {', '.join(states) or 'none'}; cancelled", where)
+            if states and states[-1].startswith("Submitted/"):
+                what = (f"no device took the job within the queue timeout ({self.cfg.queue_timeout_s} s: "
+                        f"device type {self.cfg.device_type!r} offline, retired or busy)")
+            else:
+                what = f"not finished by the deadline ({self.cfg.queue_timeout_s} s queue + job timeout)"
+            end = LabEnd("Timeout", f"{what}; states seen: {', '.join(states) or 'none'}; cancelled", where)
         else:
             reason = st.failure_comment
             end = LabEnd({"Complete": "Complete", "Canceled": "Canceled"}.get(st.health, "Incomplete"),
