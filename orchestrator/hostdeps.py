@@ -46,9 +46,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("dpkg-deb", "dpkg", binary="dpkg-deb"),  # unpacks the guest image's arm64 packages
     Requirement("apt-get", "apt", binary="apt-get"),  # `apt-get download` of those packages
     # LAVA targets (targets/lava-*.yaml, docs/lava.md): the dispatcher (lava-run), and for the
-    # local LAVA instance the server, its database and lavacli.  PostgreSQL first: lava-server's
-    # postinst creates its database only when PostgreSQL is installed (the instance module runs
-    # the postinst again when it was not running).  --no-install-recommends keeps apache2 out.
+    # local LAVA instance the server, PostgreSQL's programs (the instance runs its own cluster,
+    # initdb in its directory) and lavacli.  --no-install-recommends keeps apache2 out.
     Requirement("postgresql", "postgresql", binary="pg_ctlcluster"),
     Requirement("lava-run", "lava-dispatcher", binary="lava-run"),
     Requirement("lava-server", "lava-server", binary="lava-server"),
