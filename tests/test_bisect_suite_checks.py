@@ -86,3 +86,17 @@ def test_a_regression_is_preferred_over_a_test_failing_everywhere():
     assert "kselftest.kvm.psci_test" in elsewhere and "kselftest.kvm.hypercalls" not in elsewhere
     assert check_for_failure(rec, passed_elsewhere=elsewhere).text == "testcase:kselftest.kvm.psci_test"
     assert check_for_failure(rec).text == "testcase:kselftest.kvm.hypercalls"
+
+
+BISECT_RECORDS = Path(__file__).resolve().parent / "fixtures" / "bisect"
+
+
+def test_the_real_psci_bisection_s_records_before_and_at_the_break():
+    before = CellRecord.load(BISECT_RECORDS / "psci-prefix2")
+    at = CellRecord.load(BISECT_RECORDS / "psci-prefix3")
+    assert before is not None and at is not None
+    check = parse_check("testcase:kselftest.kvm.psci_test")
+    assert judge(check, before, WL).verdict == GOOD
+    v = judge(check, at, WL)
+    assert v.verdict == BAD and v.evidence == "kselftest.kvm.psci_test failed: exit=254"
+    assert check_for_failure(at).text == "testcase:kselftest.kvm.psci_test"
