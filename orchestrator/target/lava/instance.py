@@ -117,11 +117,12 @@ def _chown(path: Path, user: str, mode: int) -> None:
 class LocalLab:
     """A running instance: what a client needs to talk to it."""
     url: str  # http://127.0.0.1:PORT
-    token: str  # the admin user's API token (a secret: never written into results)
+    token: str = field(repr=False)  # the admin user's API token (a secret: never written or shown)
     user: str
     device: str
     workdir: Path
-    env: dict[str, str]  # the settings every lava-server command of this instance needs
+    # the settings every lava-server command of this instance needs (the database password)
+    env: dict[str, str] = field(repr=False)
     pids: dict[str, int] = field(default_factory=dict)  # service -> PID of its process group
     port: int = 0
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
