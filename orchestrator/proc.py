@@ -49,8 +49,55 @@ class CommandTimedOut(UserError, subprocess.TimeoutExpired):
         return UserError.__str__(self)
 
 
+def session_members(sid: int) -> list[int]:
+    """PIDs whose session is `sid` (from /proc/PID/stat, field 6)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we looked
+        # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        # A zombie has ended already (its parent reaps it); waiting on it would stall.
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
+            members.append(int(entry.name))
+    return members
+
+
+def kill_session(sid: int, grace: float = 3.0) -> None:
+    """End every process still in session `sid`: children that moved to a process
+    group of their own (lava-worker runs each lava-run, and lava-run its QEMU,
+    in a new group) escape killpg of the leader's group but not its session."""
+    pids = [p for p in session_members(sid) if p != os.getpid()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 0)
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = [p for p in pids if p in session_members(sid)]
+        if not pids:
+            return
+
+
 def kill_group(pid: int, grace: float = 3.0) -> None:
-    """SIGTERM the process group, wait up to `grace` s, then SIGKILL it."""
+    """SIGTERM the process group, wait up to `grace` s, then SIGKILL it; then
+    whatever else is left in the session the child leads (popen starts every
+    child as a session leader, so a grandchild that made its own group is found)."""
+    try:
+        _kill_group_only(pid, grace)
+    finally:
+        kill_session(pid, grace)
+
+
+def _kill_group_only(pid: int, grace: float) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):

@@ -40,6 +40,7 @@ from junitparser import JUnitXml
 from conftest import missing_prerequisite
 from orchestrator.errors import UserError
 from orchestrator.matrix.guest_faults import fault_step
+from orchestrator import proc
 from orchestrator.target import base
 from orchestrator.target.job import GuestJob, GuestOutcome, GuestScript
 from orchestrator.target.lava import server as lava_server
@@ -73,8 +74,13 @@ def lab():
         yield lab
     finally:
         if lab is not None:
+            sessions = list(lab.pids.values())  # every service leads its own session
             lab.close()
             assert lab.pids == {}
+            # lava-worker runs each lava-run in a process group of its own: a job
+            # still running at close must be ended with the worker's session.
+            left = [p for sid in sessions for p in proc.session_members(sid)]
+            assert left == [], f"processes of the instance outlived close(): {left}"
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
